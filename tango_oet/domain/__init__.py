@@ -1,0 +1,68 @@
+"""Pure domain model of tango-oet: states, script descriptors, requests, summaries, errors (no I/O)."""
+
+from tango_oet.domain.errors import (
+    CapacityExceeded,
+    EnvironmentError_,
+    IllegalTransition,
+    InvalidRequest,
+    OETError,
+    ScriptNotAllowed,
+    ServiceUnavailable,
+    UnknownProcedure,
+)
+from tango_oet.domain.requests import (
+    PrepareRequest,
+    ProcedureInput,
+    StartRequest,
+    StopRequest,
+    parse_id,
+    parse_prepare,
+    parse_start,
+    parse_stop,
+)
+from tango_oet.domain.scripts import EmbeddedScript, FilesystemScript, GitRef, GitScript, Script
+from tango_oet.domain.states import (
+    FINAL_STATES,
+    STOPPABLE_STATES,
+    TRANSITIONS,
+    ProcedureState,
+    Trigger,
+    is_final,
+    next_state,
+)
+from tango_oet.domain.summary import CallRecord, ErrorInfo, ProcedureSummary, Progress
+
+__all__ = [
+    "FINAL_STATES",
+    "STOPPABLE_STATES",
+    "TRANSITIONS",
+    "CallRecord",
+    "CapacityExceeded",
+    "EmbeddedScript",
+    "EnvironmentError_",
+    "ErrorInfo",
+    "FilesystemScript",
+    "GitRef",
+    "GitScript",
+    "IllegalTransition",
+    "InvalidRequest",
+    "OETError",
+    "PrepareRequest",
+    "ProcedureInput",
+    "ProcedureState",
+    "ProcedureSummary",
+    "Progress",
+    "Script",
+    "ScriptNotAllowed",
+    "ServiceUnavailable",
+    "StartRequest",
+    "StopRequest",
+    "Trigger",
+    "UnknownProcedure",
+    "is_final",
+    "next_state",
+    "parse_id",
+    "parse_prepare",
+    "parse_start",
+    "parse_stop",
+]

@@ -1,0 +1,149 @@
+"""Requests a client makes (prepare, start, stop) parsed from JSON with field-naming errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tango_oet.domain.errors import InvalidRequest
+from tango_oet.domain.scripts import Script, parse_script
+
+_IDENT_MAX = 200
+
+
+@dataclass(frozen=True)
+class ProcedureInput:
+    """Positional and keyword arguments of one function call; JSON-safe by construction."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"args": list(self.args), "kwargs": dict(self.kwargs)}
+
+
+@dataclass(frozen=True)
+class PrepareRequest:
+    script: Script
+    init: ProcedureInput = ProcedureInput()
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    procedure_id: int
+    function: str = "main"
+    call: ProcedureInput = ProcedureInput()
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    procedure_id: int
+    abort: bool = False
+
+
+def _load_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise InvalidRequest(what, f"is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRequest(what, f"must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise InvalidRequest(f"{prefix}{unknown[0]}", f"unknown field; allowed: {sorted(allowed)}")
+
+
+def parse_id(value: object, name: str = "id") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(name, f"must be an integer, got {value!r}")
+    if value <= 0:
+        raise InvalidRequest(name, f"must be > 0, got {value}")
+    return value
+
+
+def parse_input(obj: object, name: str) -> ProcedureInput:
+    """Parse `{"args": [...], "kwargs": {...}}`."""
+    if obj is None:
+        return ProcedureInput()
+    if not isinstance(obj, dict):
+        raise InvalidRequest(name, f"must be an object with args/kwargs, got {obj!r}")
+    _check_keys(obj, {"args", "kwargs"}, name)
+    return ProcedureInput(
+        args=tuple(_parse_args(obj.get("args", []), f"{name}.args")),
+        kwargs=_parse_kwargs(obj.get("kwargs", {}), f"{name}.kwargs"),
+    )
+
+
+def _parse_args(value: object, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidRequest(name, f"must be a list, got {value!r}")
+    return value
+
+
+def _parse_kwargs(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(name, f"must be an object, got {value!r}")
+    for key in value:
+        if not key.isidentifier():
+            raise InvalidRequest(f"{name}.{key}", "is not a valid Python keyword argument name")
+    return value
+
+
+def parse_prepare(text: str) -> PrepareRequest:
+    obj = _load_object(text, "request")
+    _check_keys(obj, {"script", "git", "create_env", "source", "init"}, "")
+    if "script" not in obj:
+        raise InvalidRequest("script", "is required")
+    script = parse_script(obj["script"], obj)
+    return PrepareRequest(script=script, init=parse_input(obj.get("init"), "init"))
+
+
+def parse_function_name(value: object) -> str:
+    if not isinstance(value, str) or not value.isidentifier() or len(value) > _IDENT_MAX:
+        raise InvalidRequest("function", f"must be a Python identifier, got {value!r}")
+    if value.startswith("_"):
+        raise InvalidRequest("function", f"private functions cannot be called: {value!r}")
+    if value == "init":
+        raise InvalidRequest("function", "init runs automatically at Prepare")
+    return value
+
+
+def parse_start(text: str) -> StartRequest:
+    obj = _load_object(text, "request")
+    _check_keys(obj, {"id", "function", "args", "kwargs", "force"}, "")
+    if "id" not in obj:
+        raise InvalidRequest("id", "is required")
+    force = obj.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidRequest("force", f"must be true or false, got {force!r}")
+    return StartRequest(
+        procedure_id=parse_id(obj["id"]),
+        function=parse_function_name(obj.get("function", "main")),
+        call=ProcedureInput(
+            args=tuple(_parse_args(obj.get("args", []), "args")),
+            kwargs=_parse_kwargs(obj.get("kwargs", {}), "kwargs"),
+        ),
+        force=force,
+    )
+
+
+def parse_stop(text: str) -> StopRequest:
+    obj = _load_object(text, "request")
+    _check_keys(obj, {"id", "abort"}, "")
+    if "id" not in obj:
+        raise InvalidRequest("id", "is required")
+    abort = obj.get("abort", False)
+    if not isinstance(abort, bool):
+        raise InvalidRequest("abort", f"must be true or false, got {abort!r}")
+    return StopRequest(procedure_id=parse_id(obj["id"]), abort=abort)

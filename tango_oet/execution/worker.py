@@ -1,0 +1,377 @@
+"""The worker process: loads one user script and runs its functions on request (ScriptWorker).
+
+Standard library only (plus `tango_oet.scripting` and the message types), because workers also
+run under an environment's own interpreter. Threads in the worker:
+
+    main thread      runs the script: load, init, each call; SIGTERM raises ScriptTerminated here
+    receiver         reads the parent's pipe: Load/Call go to the main thread's queue,
+                     Pause/Resume/Stop flip flags that `checkpoint()` honours
+    output flusher   sends buffered output lines every few milliseconds
+
+Every message to the parent goes through `Channel.send`, which flushes pending output first, so
+the parent sees output lines and events in the order the script produced them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tango_oet import scripting
+from tango_oet.execution import messages as m
+
+FLUSH_INTERVAL_S = 0.005
+MAX_PENDING_LINES = 2000
+MAX_LINE_CHARS = 10_000
+EXIT_OK = 0
+EXIT_SCRIPT_ERROR = 1
+EXIT_PROTOCOL_ERROR = 3
+
+
+def json_safe(value: Any) -> Any:
+    """Return `value` as plain JSON data; objects JSON cannot hold become their repr."""
+    try:
+        return json.loads(json.dumps(value, default=repr, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
+class Channel:
+    """The worker's side of the pipe: numbered, thread-safe sends and batched output lines."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._pending: dict[str, list[str]] = {}
+        self._npending = 0
+        self.broken = False
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def send(self, make: Any, *args: Any, **kwargs: Any) -> None:
+        """Build `make(seq, *args, **kwargs)` under the lock and send it after pending output."""
+        with self._lock:
+            self._flush_locked()
+            self._send_locked(make(self.next_seq(), *args, **kwargs))
+
+    def add_lines(self, stream: str, lines: list[str]) -> None:
+        with self._lock:
+            self._pending.setdefault(stream, []).extend(lines)
+            self._npending += len(lines)
+            if self._npending >= MAX_PENDING_LINES:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._npending:
+            return
+        pending, self._pending, self._npending = self._pending, {}, 0
+        for stream, lines in pending.items():
+            self._send_locked(m.OutputLines(self.next_seq(), stream, tuple(lines)))
+
+    def _send_locked(self, msg: Any) -> None:
+        if self.broken:
+            return
+        try:
+            self._conn.send(msg)
+        except (OSError, ValueError):
+            # The parent is gone; the receiver thread notices EOF and ends the worker.
+            self.broken = True
+
+
+class LineWriter(io.TextIOBase):
+    """A text stream that turns writes into whole lines on the channel (sys.stdout, sys.stderr)."""
+
+    def __init__(self, channel: Channel, stream: str) -> None:
+        super().__init__()
+        self._channel = channel
+        self._stream = stream
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        with self._lock:
+            text = self._partial + s
+            *lines, self._partial = text.split("\n")
+        if lines:
+            self._channel.add_lines(self._stream, [ln[:MAX_LINE_CHARS] for ln in lines])
+        return len(s)
+
+    def flush(self) -> None:
+        with self._lock:
+            partial, self._partial = self._partial, ""
+        if partial:
+            self._channel.add_lines(self._stream, [partial[:MAX_LINE_CHARS]])
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _Stop:
+    """Queue marker: leave the main loop (stop requested or parent gone)."""
+
+
+class ScriptWorker:
+    """Runs one procedure: the main loop, and the runtime behind `tango_oet.scripting`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.channel = Channel(conn)
+        self._conn = conn
+        self._work: queue.SimpleQueue[m.ParentMessage | _Stop] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._resume = threading.Condition()
+        self._paused = False
+        self._module: types.ModuleType | None = None
+
+    # ---- scripting.Runtime -----------------------------------------------------------------
+    def publish(self, topic: str, payload: dict[str, Any]) -> None:
+        safe = json_safe(payload)
+        self.channel.send(
+            m.UserEvent,
+            topic,
+            safe if isinstance(safe, dict) else {"value": safe},
+            time.time(),
+            threading.current_thread().name,
+        )
+
+    def progress(self, done: float, total: float | None, message: str) -> None:
+        self.channel.send(m.ProgressReport, done, total, message)
+
+    def checkpoint(self) -> None:
+        if self._stop.is_set():
+            raise scripting.StopRequested("stop requested")
+        if not self._paused:
+            return
+        self.channel.send(m.PauseReached)
+        with self._resume:
+            self._resume.wait_for(lambda: not self._paused or self._stop.is_set())
+        if self._stop.is_set():
+            raise scripting.StopRequested("stop requested while paused")
+        self.channel.send(m.ResumedRunning)
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # ---- threads -----------------------------------------------------------------------------
+    def _receive(self) -> None:
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                self._parent_gone()
+                return
+            match msg:
+                case m.LoadScript() | m.CallFunction():
+                    self._work.put(msg)
+                case m.PauseScript():
+                    with self._resume:
+                        self._paused = True
+                case m.ResumeScript():
+                    self._set_unpaused()
+                case m.StopScript():
+                    self._stop.set()
+                    self._set_unpaused()
+                    self._work.put(_Stop())
+                case _:
+                    print(f"tango-oet worker: unexpected message {msg!r}", file=sys.__stderr__)
+                    self._parent_gone()
+                    return
+
+    def _set_unpaused(self) -> None:
+        with self._resume:
+            self._paused = False
+            self._resume.notify_all()
+
+    def _parent_gone(self) -> None:
+        # Without a parent nobody can stop us: stop the script ourselves, escalating like it would.
+        self._stop.set()
+        self._set_unpaused()
+        self._work.put(_Stop())
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Timer(2.0, os._exit, args=(EXIT_PROTOCOL_ERROR,)).start()
+
+    def _flush_periodically(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)
+            self.channel.flush()
+
+    # ---- main thread -------------------------------------------------------------------------
+    def run(self) -> int:
+        threading.Thread(target=self._receive, name="oet-receiver", daemon=True).start()
+        threading.Thread(target=self._flush_periodically, name="oet-flusher", daemon=True).start()
+        self.channel.send(m.WorkerReady, os.getpid(), sys.executable)
+        try:
+            load = self._work.get()
+            if not isinstance(load, m.LoadScript):
+                return EXIT_OK if isinstance(load, _Stop) else EXIT_PROTOCOL_ERROR
+            self._capture_output(load.procedure_id)
+            scripting._install(self)
+            if not self._load(load):
+                return EXIT_SCRIPT_ERROR
+            while True:
+                msg = self._work.get()
+                if isinstance(msg, _Stop):
+                    return EXIT_OK
+                if not isinstance(msg, m.CallFunction):
+                    return EXIT_PROTOCOL_ERROR
+                ok, is_main = self._call(msg)
+                if not ok:
+                    return EXIT_SCRIPT_ERROR
+                if is_main:
+                    return EXIT_OK
+        except scripting.StopRequested as exc:
+            # A stop that arrived between calls (e.g. SIGTERM while idle): nothing to report
+            # unless nobody asked for it.
+            if not self._stop.is_set():
+                self._report("idle", exc)
+            return EXIT_OK
+        finally:
+            _flush_std_streams()
+            self.channel.flush()
+
+    def _capture_output(self, procedure_id: int) -> None:
+        sys.stdout = LineWriter(self.channel, "stdout")
+        sys.stderr = LineWriter(self.channel, "stderr")
+        threading.current_thread().name = f"procedure-{procedure_id}"
+        handler = logging.StreamHandler(LineWriter(self.channel, "log"))
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+
+    def _load(self, load: m.LoadScript) -> bool:
+        self.channel.send(m.LoadStarted)
+        try:
+            for entry in reversed(load.sys_path):
+                sys.path.insert(0, entry)
+            if load.cwd:
+                os.chdir(load.cwd)
+            module = types.ModuleType(f"oet_script_{load.procedure_id}")
+            if load.path is not None:
+                module.__file__ = load.path
+                with open(load.path, encoding="utf-8") as f:
+                    source = f.read()
+                filename = load.path
+            else:
+                source = load.source or ""
+                filename = f"<embedded:{load.name}>"
+            sys.modules[module.__name__] = module
+            exec(compile(source, filename, "exec"), module.__dict__)
+            self._module = module
+            init = getattr(module, "init", None)
+            result = None
+            if callable(init):
+                self.channel.send(m.InitStarted)
+                result = init(*load.init_args, **load.init_kwargs)
+            functions = tuple(
+                sorted(
+                    name
+                    for name, obj in vars(module).items()
+                    if callable(obj)
+                    and not name.startswith("_")
+                    and getattr(obj, "__module__", None) == module.__name__
+                )
+            )
+            _flush_std_streams()
+            self.channel.send(m.Loaded, functions, json_safe(result))
+            return True
+        except BaseException as exc:  # noqa: BLE001 - user code: every failure is reported
+            self._report("init" if self._module is not None else "load", exc)
+            if isinstance(exc, scripting.StopRequested):
+                return False
+            return False
+
+    def _call(self, call: m.CallFunction) -> tuple[bool, bool]:
+        assert self._module is not None
+        fn = getattr(self._module, call.function, None)
+        is_main = call.function == "main"
+        try:
+            if not callable(fn):
+                raise AttributeError(
+                    f"script {self._module.__file__ or self._module.__name__} has no function "
+                    f"{call.function!r}"
+                )
+            result = fn(*call.args, **call.kwargs)
+            _flush_std_streams()
+            self.channel.send(m.CallReturned, call.call_id, call.function, json_safe(result))
+            return True, is_main
+        except BaseException as exc:  # noqa: BLE001 - user code: every failure is reported
+            self._report(f"call {call.function}", exc)
+            return False, is_main
+        finally:
+            with self._resume:
+                self._paused = False
+
+    def _report(self, phase: str, exc: BaseException) -> None:
+        _flush_std_streams()
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.channel.send(m.ScriptFailed, phase, type(exc).__name__, str(exc), tb)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+    raise scripting.ScriptTerminated(f"terminated by {signal.Signals(signum).name}")
+
+
+def worker_main(conn: Connection) -> None:
+    """Entry point of a worker process (forkserver/spawn target, or `python -m`)."""
+    # Own process group: the supervisor's SIGKILL reaches whatever the script started too.
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a group leader (started with start_new_session)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = ScriptWorker(conn).run()
+    except scripting.StopRequested:
+        code = EXIT_OK
+    try:
+        conn.close()
+    except OSError:
+        pass
+    # os._exit: non-daemon threads a script left behind must not keep the worker alive.
+    os._exit(code)
+
+
+def _main_from_fd() -> None:
+    """`python -m tango_oet.execution.worker FD`: a worker under another interpreter."""
+    fd = int(sys.argv[1])
+    worker_main(Connection(fd))
+
+
+if __name__ == "__main__":
+    _main_from_fd()
