@@ -1,0 +1,242 @@
+"""Starting worker processes: from a preloaded forkserver (or spawn), or under another interpreter.
+
+Never `fork`: the server process runs omniORB threads, and a forked copy of it is unsafe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, Protocol
+
+from tango_oet.execution import worker as worker_module
+from tango_oet.execution.messages import ParentMessage, WorkerMessage, WorkerReady
+
+HANDSHAKE_TIMEOUT_S = 30.0
+
+
+class WorkerStartError(Exception):
+    """A worker process could not be started or did not say it was ready."""
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How a reaped process ended: an exit code, or the signal that killed it."""
+
+    exitcode: int | None
+    signal: str | None
+
+    @classmethod
+    def from_returncode(cls, code: int | None) -> ExitInfo:
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"SIG{-code}"
+            return cls(exitcode=None, signal=name)
+        return cls(exitcode=code, signal=None)
+
+    def describe(self) -> str:
+        return f"killed by {self.signal}" if self.signal else f"exited with code {self.exitcode}"
+
+
+class _ProcessHandle(Protocol):
+    pid: int
+
+    def sentinel(self) -> int: ...
+    def reap(self, timeout: float | None) -> int | None: ...
+    def close(self) -> None: ...
+
+
+class _MPHandle:
+    def __init__(self, process: BaseProcess) -> None:
+        self._process = process
+        assert process.pid is not None
+        self.pid = process.pid
+
+    def sentinel(self) -> int:
+        return self._process.sentinel
+
+    def reap(self, timeout: float | None) -> int | None:
+        self._process.join(timeout)
+        return self._process.exitcode
+
+    def close(self) -> None:
+        if self._process.exitcode is not None:
+            self._process.close()
+
+
+class _PopenHandle:
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        # A pidfd becomes readable when the process exits: a sentinel like multiprocessing's.
+        self._pidfd = os.pidfd_open(popen.pid)
+
+    def sentinel(self) -> int:
+        return self._pidfd
+
+    def reap(self, timeout: float | None) -> int | None:
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    """A live worker: its pipe, its exit sentinel, and what the supervisor needs to end it."""
+
+    pid: int
+    python: str
+    conn: Connection
+    _handle: _ProcessHandle
+    _send_lock: threading.Lock = field(default_factory=threading.Lock)
+    exit_info: ExitInfo | None = None
+
+    @property
+    def sentinel(self) -> int:
+        return self._handle.sentinel()
+
+    def send(self, msg: ParentMessage) -> bool:
+        """Send to the worker; False if it is gone (its death is reported by the sentinel)."""
+        with self._send_lock:
+            try:
+                self.conn.send(msg)
+                return True
+            except (OSError, ValueError):
+                return False
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.exit_info is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's process group: the worker and anything its script started."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            self.signal(signal.SIGKILL)
+
+    def reap(self, timeout: float | None = 0) -> ExitInfo | None:
+        if self.exit_info is None:
+            code = self._handle.reap(timeout)
+            if code is not None:
+                self.exit_info = ExitInfo.from_returncode(code)
+        return self.exit_info
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        self._handle.close()
+
+    def handshake(self, timeout: float = HANDSHAKE_TIMEOUT_S) -> WorkerReady:
+        """Wait for the worker's first message, which must be WorkerReady."""
+        if not self.conn.poll(timeout):
+            raise WorkerStartError(f"worker {self.pid} did not report ready within {timeout} s")
+        try:
+            msg: WorkerMessage = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerStartError(f"worker {self.pid} died during start-up: {exc!r}") from exc
+        if not isinstance(msg, WorkerReady):
+            raise WorkerStartError(f"worker {self.pid} sent {msg!r} instead of WorkerReady")
+        return msg
+
+
+class Launcher(Protocol):
+    """Starts one worker process (not yet handshaken)."""
+
+    def launch(self) -> WorkerProcess: ...
+
+    @property
+    def key(self) -> str: ...
+
+
+class ContextLauncher:
+    """Workers from this interpreter's forkserver (preloaded with the worker module) or spawn."""
+
+    def __init__(self, method: str = "forkserver") -> None:
+        if method not in ("forkserver", "spawn"):
+            raise ValueError(f"start method must be forkserver or spawn, got {method!r}")
+        self._ctx: Any = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Preload so each worker starts with the worker module already imported (~ms, not
+            # the ~300 ms of re-importing __main__ and tango).
+            self._ctx.set_forkserver_preload(["tango_oet.execution.worker"])
+        self.method = method
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}:{sys.executable}"
+
+    def launch(self) -> WorkerProcess:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_module.worker_main, args=(child_conn,), name="oet-worker"
+        )
+        try:
+            process.start()
+        finally:
+            child_conn.close()
+        return WorkerProcess(
+            pid=process.pid, python=sys.executable, conn=parent_conn, _handle=_MPHandle(process)
+        )
+
+
+class InterpreterLauncher:
+    """Workers under another Python (an environment's own): `python -m ...worker FD`."""
+
+    def __init__(self, python: Path, pythonpath: Path, env: Mapping[str, str] | None = None):
+        self.python = python
+        self.pythonpath = pythonpath
+        self._env = dict(env or {})
+
+    @property
+    def key(self) -> str:
+        return f"interpreter:{self.python}"
+
+    def launch(self) -> WorkerProcess:
+        ours, theirs = socket.socketpair()
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(self._env)
+        env["PYTHONPATH"] = str(self.pythonpath)
+        env["PYTHONNOUSERSITE"] = "1"
+        try:
+            popen = subprocess.Popen(
+                [str(self.python), "-m", "tango_oet.execution.worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        except OSError as exc:
+            ours.close()
+            raise WorkerStartError(f"cannot start {self.python}: {exc}") from exc
+        finally:
+            theirs.close()
+        return WorkerProcess(
+            pid=popen.pid,
+            python=str(self.python),
+            conn=Connection(ours.detach()),
+            _handle=_PopenHandle(popen),
+        )

@@ -1,0 +1,28 @@
+"""Service layer: the ScriptExecutionService that owns procedure state, history and events."""
+
+from tango_oet.service.config import ServiceConfig
+from tango_oet.service.events import (
+    OutputAppended,
+    ProcedureAdded,
+    ProcedureRemoved,
+    ServiceEvent,
+    ServiceStatusChanged,
+    StateChanged,
+    SummaryChanged,
+    UserEventPublished,
+)
+from tango_oet.service.service import ScriptExecutionService, make_service
+
+__all__ = [
+    "OutputAppended",
+    "ProcedureAdded",
+    "ProcedureRemoved",
+    "ScriptExecutionService",
+    "ServiceConfig",
+    "ServiceEvent",
+    "ServiceStatusChanged",
+    "StateChanged",
+    "SummaryChanged",
+    "UserEventPublished",
+    "make_service",
+]

@@ -1,0 +1,40 @@
+"""Configuration of the ScriptExecutionService (the device maps its properties onto this)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tango_oet.execution.supervisor import StopDeadlines
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tango-oet"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    pool_size: int = 2
+    max_running: int = 0  # 0 = unlimited
+    history_length: int = 100
+    script_roots: tuple[Path, ...] = ()  # allowed dirs for file:// scripts; empty = any path
+    allow_embedded: bool = True
+    git_allow: tuple[str, ...] = ("*",)  # fnmatch patterns of repository URLs
+    data_dir: Path = field(default_factory=default_data_dir)
+    deadlines: StopDeadlines = field(default_factory=StopDeadlines)
+    start_method: str = "forkserver"
+    abort_script: Path | None = None
+    output_lines_kept: int = 1000
+    git_find_links: tuple[str, ...] = ()  # extra --find-links for environment builds
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 0:
+            raise ValueError(f"pool_size must be >= 0, got {self.pool_size}")
+        if self.max_running < 0:
+            raise ValueError(f"max_running must be >= 0, got {self.max_running}")
+        if self.history_length < 1:
+            raise ValueError(f"history_length must be >= 1, got {self.history_length}")
+        if self.start_method not in ("forkserver", "spawn"):
+            raise ValueError(f"start_method must be forkserver or spawn: {self.start_method!r}")
