@@ -148,6 +148,7 @@ class ScriptWorker:
         self._resume = threading.Condition()
         self._paused = False
         self._module: types.ModuleType | None = None
+        self._script_name = "script"
 
     # ---- scripting.Runtime -----------------------------------------------------------------
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
@@ -267,6 +268,7 @@ class ScriptWorker:
 
     def _load(self, load: m.LoadScript) -> bool:
         self.channel.send(m.LoadStarted)
+        self._script_name = load.name
         try:
             for entry in reversed(load.sys_path):
                 sys.path.insert(0, entry)
@@ -313,10 +315,7 @@ class ScriptWorker:
         is_main = call.function == "main"
         try:
             if not callable(fn):
-                raise AttributeError(
-                    f"script {self._module.__file__ or self._module.__name__} has no function "
-                    f"{call.function!r}"
-                )
+                raise AttributeError(f"{self._script_name} has no function {call.function!r}")
             result = fn(*call.args, **call.kwargs)
             _flush_std_streams()
             self.channel.send(m.CallReturned, call.call_id, call.function, json_safe(result))

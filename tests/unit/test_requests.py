@@ -1,0 +1,121 @@
+"""Parsing client requests: good input builds typed requests, bad input names the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tango_oet.domain import (
+    EmbeddedScript,
+    FilesystemScript,
+    GitScript,
+    InvalidRequest,
+    parse_prepare,
+    parse_start,
+    parse_stop,
+)
+
+
+def test_prepare_file() -> None:
+    req = parse_prepare('{"script": "file:///s/x.py", "init": {"args": [1], "kwargs": {"a": 2}}}')
+    assert req.script == FilesystemScript("/s/x.py")
+    assert req.init.args == (1,) and req.init.kwargs == {"a": 2}
+
+
+def test_prepare_git() -> None:
+    req = parse_prepare(json.dumps({
+        "script": "git://scripts/obs.py",
+        "git": {"repo": "https://example.org/r.git", "tag": "v1"}, "create_env": True}))
+    assert isinstance(req.script, GitScript)
+    assert req.script.path == "scripts/obs.py" and req.script.git.tag == "v1"
+    assert req.script.create_env and req.script.uri == "git://scripts/obs.py"
+
+
+def test_prepare_embedded() -> None:
+    req = parse_prepare('{"script": "embedded://demo", "source": "def main(): pass"}')
+    assert req.script == EmbeddedScript("demo", "def main(): pass")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("not json", "request"),
+        ("[1]", "request"),
+        ("{}", "script"),
+        ('{"script": 3}', "script"),
+        ('{"script": "http://x.py"}', "script"),
+        ('{"script": "file://relative.py"}', "script"),
+        ('{"script": "file:///x.txt"}', "script"),
+        ('{"script": "file:///x.py", "bogus": 1}', "bogus"),
+        ('{"script": "file:///x.py", "git": {}}', "git"),
+        ('{"script": "file:///x.py", "init": []}', "init"),
+        ('{"script": "file:///x.py", "init": {"args": {}}}', "init.args"),
+        ('{"script": "file:///x.py", "init": {"kwargs": {"1a": 1}}}', "init.kwargs.1a"),
+        ('{"script": "file:///x.py", "init": {"other": 1}}', "init.other"),
+        ('{"script": "git://x.py"}', "git"),
+        ('{"script": "git://x.py", "git": {"branch": "b"}}', "git.repo"),
+        ('{"script": "git://x.py", "git": {"repo": "nope"}}', "git.repo"),
+        ('{"script": "git://x.py", "git": {"repo": "file:///r", "branch": "a", "tag": "b"}}',
+         "git"),
+        ('{"script": "git://x.py", "git": {"repo": "file:///r", "commit": "xyz"}}',
+         "git.commit"),
+        ('{"script": "git://../x.py", "git": {"repo": "file:///r"}}', "script"),
+        ('{"script": "git://x.py", "git": {"repo": "file:///r"}, "create_env": "yes"}',
+         "create_env"),
+        ('{"script": "embedded://demo"}', "source"),
+        ('{"script": "embedded://bad name", "source": ""}', "script"),
+        ('{"script": "file:///x.py", "init": {"args": [NaN]}}', "request"),
+    ],
+)
+def test_prepare_errors_name_the_field(text: str, field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_prepare(text)
+    assert err.value.field == field
+    assert err.value.reason == "OET_InvalidRequest"
+    assert str(err.value).startswith(f"{field}:")
+
+
+def test_start_defaults() -> None:
+    req = parse_start('{"id": 3}')
+    assert (req.procedure_id, req.function, req.call.args, req.force) == (3, "main", (), False)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"function": "main"}', "id"),
+        ('{"id": "3"}', "id"),
+        ('{"id": true}', "id"),
+        ('{"id": 0}', "id"),
+        ('{"id": 1, "function": "not valid"}', "function"),
+        ('{"id": 1, "function": "_private"}', "function"),
+        ('{"id": 1, "function": "init"}', "function"),
+        ('{"id": 1, "args": "x"}', "args"),
+        ('{"id": 1, "kwargs": []}', "kwargs"),
+        ('{"id": 1, "force": 1}', "force"),
+        ('{"id": 1, "extra": 1}', "extra"),
+    ],
+)
+def test_start_errors(text: str, field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_start(text)
+    assert err.value.field == field
+
+
+def test_stop() -> None:
+    assert parse_stop('{"id": 2, "abort": true}').abort
+    with pytest.raises(InvalidRequest) as err:
+        parse_stop('{"id": 2, "abort": "no"}')
+    assert err.value.field == "abort"
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_parsed_or_rejected_with_a_typed_error(text: str) -> None:
+    for parse in (parse_prepare, parse_start, parse_stop):
+        try:
+            parse(text)
+        except InvalidRequest:
+            pass
