@@ -1,8 +1,9 @@
-"""Pure domain model of tango-oet: states, script descriptors, requests, summaries, errors (no I/O)."""
+"""Pure domain model: states, script descriptors, requests, summaries and errors (no I/O)."""
 
 from tango_oet.domain.errors import (
     CapacityExceeded,
     EnvironmentError_,
+    EnvironmentFailed,
     IllegalTransition,
     InvalidRequest,
     OETError,
@@ -40,6 +41,7 @@ __all__ = [
     "CapacityExceeded",
     "EmbeddedScript",
     "EnvironmentError_",
+    "EnvironmentFailed",
     "ErrorInfo",
     "FilesystemScript",
     "GitRef",

@@ -63,7 +63,11 @@ class ServiceUnavailable(OETError):
     reason = "OET_ServiceUnavailable"
 
 
-class EnvironmentError_(OETError):
+class EnvironmentFailed(OETError):
     """Resolving a git reference, cloning or building an environment failed."""
 
     reason = "OET_EnvironmentFailed"
+
+
+# Transitional alias (the environments package was written against this name).
+EnvironmentError_ = EnvironmentFailed

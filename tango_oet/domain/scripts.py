@@ -97,7 +97,9 @@ def parse_git_ref(obj: object) -> GitRef:
     repo = _opt_str(obj, "repo", "git.repo")
     if repo is None:
         raise InvalidRequest("git.repo", "is required")
-    if not re.match(r"^(https?|file|ssh|git)://", repo) and not re.match(r"^[\w.-]+@[\w.-]+:", repo):
+    if not re.match(r"^(https?|file|ssh|git)://", repo) and not re.match(
+        r"^[\w.-]+@[\w.-]+:", repo
+    ):
         raise InvalidRequest("git.repo", f"must be a URL (https://, file://, ssh://), got {repo!r}")
     branch = _opt_str(obj, "branch", "git.branch")
     tag = _opt_str(obj, "tag", "git.tag")
@@ -151,7 +153,9 @@ def parse_script(uri: object, request: dict[str, object]) -> Script:
         _reject_extra(request, {"git", "create_env"}, "embedded://")
         name = uri[len("embedded://") :]
         if not _NAME_RE.match(name):
-            raise InvalidRequest("script", f"embedded name must be an identifier-like word, got {name!r}")
+            raise InvalidRequest(
+                "script", f"embedded name must be an identifier-like word, got {name!r}"
+            )
         source = request.get("source")
         if not isinstance(source, str):
             raise InvalidRequest("source", "is required (a string of Python code) for embedded://")

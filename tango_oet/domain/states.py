@@ -1,4 +1,4 @@
-"""The procedure lifecycle: states, triggers and the ONE transition table everything derives from."""
+"""The procedure lifecycle: states, triggers and the one transition table all else derives from."""
 
 from __future__ import annotations
 

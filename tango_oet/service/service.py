@@ -8,6 +8,7 @@ the event pump while the lock is held, so subscribers see changes in the order t
 
 from __future__ import annotations
 
+import builtins
 import collections
 import concurrent.futures
 import logging
@@ -165,11 +166,11 @@ class ScriptExecutionService:
         with self._lock:
             return self._get(procedure_id).summary()
 
-    def list(self) -> list[ProcedureSummary]:
+    def list(self) -> builtins.list[ProcedureSummary]:
         with self._lock:
             return [p.summary() for p in self._procedures.values()]
 
-    def recent_output(self) -> list[str]:
+    def recent_output(self) -> builtins.list[str]:
         with self._lock:
             return list(self._output)
 
@@ -188,7 +189,7 @@ class ScriptExecutionService:
                 return False, "event pump thread is not running"
         return True, "engine healthy"
 
-    def worker_pids(self) -> list[int]:
+    def worker_pids(self) -> builtins.list[int]:
         return self._supervisor.pids()
 
     @property
@@ -565,7 +566,9 @@ class ScriptExecutionService:
             if is_final(proc.state):
                 if proc.error is not None and proc.error.exitcode is None:
                     e = proc.error
-                    proc.error = ErrorInfo(e.type, e.message, e.traceback, info.exitcode, info.signal)
+                    proc.error = ErrorInfo(
+                        e.type, e.message, e.traceback, info.exitcode, info.signal
+                    )
                     self._summary_changed(proc)
                 return
             if proc.state is ProcedureState.STOPPING:

@@ -38,29 +38,38 @@ class Engine:
             PrepareRequest(script=script, init=ProcedureInput(tuple(args), dict(kwargs)))
         )
 
-    def start(self, pid: int, function: str = "main", *args: object, force: bool = False,
-              **kwargs: object) -> None:
+    def start(
+        self, pid: int, function: str = "main", *args: object, force: bool = False, **kwargs: object
+    ) -> None:
         self.service.start(
             StartRequest(pid, function, ProcedureInput(tuple(args), dict(kwargs)), force)
         )
 
     def states(self, pid: int) -> list[ProcedureState]:
-        return [e.state for e in self.events.snapshot()
-                if isinstance(e, StateChanged) and e.procedure_id == pid]
+        return [
+            e.state
+            for e in self.events.snapshot()
+            if isinstance(e, StateChanged) and e.procedure_id == pid
+        ]
 
-    def wait_state(self, pid: int, *states: ProcedureState, timeout: float = 15.0
-                   ) -> ProcedureSummary:
+    def wait_state(
+        self, pid: int, *states: ProcedureState, timeout: float = 15.0
+    ) -> ProcedureSummary:
         def reached(events: list[ServiceEvent]) -> bool:
-            return any(isinstance(e, StateChanged) and e.procedure_id == pid
-                       and e.state in states for e in events)
+            return any(
+                isinstance(e, StateChanged) and e.procedure_id == pid and e.state in states
+                for e in events
+            )
+
         try:
             self.events.wait_for(reached, timeout, f"procedure {pid} to reach {states}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nsummary: {self.service.describe(pid)}") from None
         return self.service.describe(pid)
 
-    def wait_event(self, predicate: Callable[[ServiceEvent], bool], what: str,
-                   timeout: float = 15.0) -> ServiceEvent:
+    def wait_event(
+        self, predicate: Callable[[ServiceEvent], bool], what: str, timeout: float = 15.0
+    ) -> ServiceEvent:
         items = self.events.wait_for(lambda es: any(predicate(e) for e in es), timeout, what)
         return next(e for e in items if predicate(e))
 
@@ -81,8 +90,7 @@ def make_engine() -> Iterator[Callable[..., Engine]]:
 
     def make(**overrides: object) -> Engine:
         overrides.setdefault("pool_size", 1)
-        overrides.setdefault("deadlines", StopDeadlines(cooperative_s=0.02, term_s=1.0,
-                                                        kill_s=3.0))
+        overrides.setdefault("deadlines", StopDeadlines(cooperative_s=0.02, term_s=1.0, kill_s=3.0))
         service = ScriptExecutionService(ServiceConfig(**overrides))  # type: ignore[arg-type]
         services.append(service)
         engine = Engine(service)

@@ -18,17 +18,23 @@ from tango_oet.scripting import publish
 
 def wait_started(engine: Engine, pid: int) -> None:
     engine.wait_event(
-        lambda e: isinstance(e, UserEventPublished) and e.procedure_id == pid
-        and e.topic == "started", f"procedure {pid} to publish 'started'")
+        lambda e: (
+            isinstance(e, UserEventPublished) and e.procedure_id == pid and e.topic == "started"
+        ),
+        f"procedure {pid} to publish 'started'",
+    )
 
 
 def test_exception_in_init(engine: Engine) -> None:
-    pid = engine.prepare_source("""
+    pid = engine.prepare_source(
+        """
         def init(x):
             raise ValueError(f"bad init value {x}")
         def main():
             pass
-    """, 42)
+    """,
+        42,
+    )
     summary = engine.wait_state(pid, S.FAILED)
     assert engine.states(pid) == [S.IDLE, S.LOADING, S.INITIALISING, S.FAILED]
     assert summary.error is not None
@@ -89,12 +95,15 @@ def test_worker_death_is_failed_with_exit_code_or_signal(
 
 
 def test_sigkill_from_outside(engine: Engine) -> None:
-    pid = engine.prepare_source(STARTED + """
+    pid = engine.prepare_source(
+        STARTED
+        + """
 def main():
     publish("started")
     while True:
         pass
-""")
+"""
+    )
     engine.wait_state(pid, S.READY)
     engine.start(pid)
     wait_started(engine, pid)
@@ -116,7 +125,9 @@ def test_sigkill_while_idle_in_ready(engine: Engine) -> None:
 
 
 def test_busy_loop_without_checkpoint_is_stopped_and_finally_runs(engine: Engine) -> None:
-    pid = engine.prepare_source(STARTED + """
+    pid = engine.prepare_source(
+        STARTED
+        + """
 def main():
     try:
         publish("started")
@@ -124,7 +135,8 @@ def main():
             pass
     finally:
         print("cleanup ran")
-""")
+"""
+    )
     engine.wait_state(pid, S.READY)
     engine.start(pid)
     wait_started(engine, pid)
@@ -137,12 +149,15 @@ def main():
 
 
 def test_blocking_sleep_is_stopped(engine: Engine) -> None:
-    pid = engine.prepare_source(STARTED + """
+    pid = engine.prepare_source(
+        STARTED
+        + """
 import time
 def main():
     publish("started")
     time.sleep(1000)
-""")
+"""
+    )
     engine.wait_state(pid, S.READY)
     engine.start(pid)
     wait_started(engine, pid)
@@ -154,7 +169,9 @@ def test_script_ignoring_sigterm_is_killed(make_engine) -> None:  # type: ignore
     from tango_oet.execution.supervisor import StopDeadlines
 
     engine: Engine = make_engine(deadlines=StopDeadlines(0.01, 0.2, 3.0))
-    pid = engine.prepare_source(STARTED + """
+    pid = engine.prepare_source(
+        STARTED
+        + """
 import signal
 def init():
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -165,7 +182,8 @@ def main():
             pass
         except BaseException:
             pass
-""")
+"""
+    )
     engine.wait_state(pid, S.READY)
     engine.start(pid)
     wait_started(engine, pid)
@@ -244,5 +262,4 @@ def _stop(pid: int):  # type: ignore[no-untyped-def]
 
 
 def _output(engine: Engine) -> list[str]:
-    return [ln for e in engine.events.snapshot() if isinstance(e, OutputAppended)
-            for ln in e.lines]
+    return [ln for e in engine.events.snapshot() if isinstance(e, OutputAppended) for ln in e.lines]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,25 +37,35 @@ def main():
 
 def started(engine: Engine, pid: int, n: int = 1) -> None:
     engine.wait_event(
-        lambda e: isinstance(e, UserEventPublished) and e.procedure_id == pid
-        and e.topic == "started" and e.seq >= n, f"procedure {pid} started")
+        lambda e: (
+            isinstance(e, UserEventPublished)
+            and e.procedure_id == pid
+            and e.topic == "started"
+            and e.seq >= n
+        ),
+        f"procedure {pid} started",
+    )
 
 
 def test_hello_world_file_script(engine: Engine) -> None:
     path = SCRIPTS / "hello_world.py"
     pid = engine.service.prepare(
-        PrepareRequest(FilesystemScript(str(path)), ProcedureInput(("Vega",))))
+        PrepareRequest(FilesystemScript(str(path)), ProcedureInput(("Vega",)))
+    )
     engine.wait_state(pid, S.READY)
     engine.start(pid, "main", 2)
     summary = engine.wait_state(pid, S.COMPLETE)
-    assert engine.states(pid) == [S.IDLE, S.LOADING, S.INITIALISING, S.READY, S.RUNNING,
-                                  S.COMPLETE]
-    assert [s for s, _ in summary.history][0] is S.CREATING
+    assert engine.states(pid) == [S.IDLE, S.LOADING, S.INITIALISING, S.READY, S.RUNNING, S.COMPLETE]
+    assert summary.history[0][0] is S.CREATING
     assert summary.calls[0].result == "said hello 2 time(s) to Vega"
     assert summary.progress is not None and summary.progress.done == 2
     js = summary.to_json()
-    assert js["script"] == {"kind": "filesystem", "uri": f"file://{path}", "git": None,
-                            "environment": None}
+    assert js["script"] == {
+        "kind": "filesystem",
+        "uri": f"file://{path}",
+        "git": None,
+        "environment": None,
+    }
     assert js["init"] == {"args": ["Vega"], "kwargs": {}}
 
 
@@ -71,12 +82,15 @@ def test_other_functions_return_to_ready_and_can_be_called_again(engine: Engine)
     engine.wait_state(pid, S.READY)
     for i in range(1, 4):
         engine.start(pid, "bump", by=10)
-        engine.events.wait_for(
-            lambda es, i=i: engine.states(pid).count(S.READY) == i + 1, 10, f"call {i} done")
+        engine.events.wait_for(_ready_times(engine, pid, i + 1), 10, f"call {i} done")
     engine.start(pid, "main")
     summary = engine.wait_state(pid, S.COMPLETE)
     assert [c.result for c in summary.calls] == [10, 20, 30, 30]
     assert [c.function for c in summary.calls] == ["bump", "bump", "bump", "main"]
+
+
+def _ready_times(engine: Engine, pid: int, n: int) -> Callable[[object], bool]:
+    return lambda _: engine.states(pid).count(S.READY) == n
 
 
 def test_unknown_function_after_load_is_rejected_synchronously(engine: Engine) -> None:
@@ -99,8 +113,9 @@ def test_forced_start_is_queued_until_ready(engine: Engine, tmp_path: Path) -> N
         def main(x):
             return x * 2
     """)
-    engine.wait_event(lambda e: isinstance(e, UserEventPublished) and e.topic == "in-init",
-                      "init running")
+    engine.wait_event(
+        lambda e: isinstance(e, UserEventPublished) and e.topic == "in-init", "init running"
+    )
     with pytest.raises(IllegalTransition):
         engine.start(pid, "main", 21)
     engine.start(pid, "main", 21, force=True)
@@ -140,8 +155,11 @@ def test_pause_and_resume(engine: Engine) -> None:
     engine.service.pause(pid)
     engine.wait_state(pid, S.PAUSED)
     engine.service.resume(pid)
-    engine.events.wait_for(lambda es: engine.states(pid)[-1] is S.RUNNING
-                           and S.PAUSED in engine.states(pid), 10, "resumed")
+    engine.events.wait_for(
+        lambda es: engine.states(pid)[-1] is S.RUNNING and S.PAUSED in engine.states(pid),
+        10,
+        "resumed",
+    )
     engine.service.pause(pid)
     engine.events.wait_for(lambda es: engine.states(pid).count(S.PAUSED) == 2, 10, "paused")
     engine.service.stop(StopRequest(pid))  # a paused script stops at once
@@ -186,8 +204,12 @@ def test_stop_in_ready(engine: Engine) -> None:
 
 
 def test_unknown_procedure(engine: Engine) -> None:
-    for call in (lambda: engine.service.describe(99), lambda: engine.service.pause(99),
-                 lambda: engine.service.stop(StopRequest(99)), lambda: engine.start(99)):
+    for call in (
+        lambda: engine.service.describe(99),
+        lambda: engine.service.pause(99),
+        lambda: engine.service.stop(StopRequest(99)),
+        lambda: engine.start(99),
+    ):
         with pytest.raises(UnknownProcedure, match="no procedure with id 99"):
             call()
 
@@ -237,8 +259,7 @@ def test_history_pruning_never_drops_active(make_engine) -> None:  # type: ignor
     ids = [s.id for s in engine.service.list()]
     assert active in ids and ids == [active, done[-1]]
     engine.service.flush_events()
-    removed = [e.procedure_id for e in engine.events.snapshot()
-               if isinstance(e, ProcedureRemoved)]
+    removed = [e.procedure_id for e in engine.events.snapshot() if isinstance(e, ProcedureRemoved)]
     assert removed == done[:-1]
 
 

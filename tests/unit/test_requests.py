@@ -26,9 +26,15 @@ def test_prepare_file() -> None:
 
 
 def test_prepare_git() -> None:
-    req = parse_prepare(json.dumps({
-        "script": "git://scripts/obs.py",
-        "git": {"repo": "https://example.org/r.git", "tag": "v1"}, "create_env": True}))
+    req = parse_prepare(
+        json.dumps(
+            {
+                "script": "git://scripts/obs.py",
+                "git": {"repo": "https://example.org/r.git", "tag": "v1"},
+                "create_env": True,
+            }
+        )
+    )
     assert isinstance(req.script, GitScript)
     assert req.script.path == "scripts/obs.py" and req.script.git.tag == "v1"
     assert req.script.create_env and req.script.uri == "git://scripts/obs.py"
@@ -58,13 +64,16 @@ def test_prepare_embedded() -> None:
         ('{"script": "git://x.py"}', "git"),
         ('{"script": "git://x.py", "git": {"branch": "b"}}', "git.repo"),
         ('{"script": "git://x.py", "git": {"repo": "nope"}}', "git.repo"),
-        ('{"script": "git://x.py", "git": {"repo": "file:///r", "branch": "a", "tag": "b"}}',
-         "git"),
-        ('{"script": "git://x.py", "git": {"repo": "file:///r", "commit": "xyz"}}',
-         "git.commit"),
+        (
+            '{"script": "git://x.py", "git": {"repo": "file:///r", "branch": "a", "tag": "b"}}',
+            "git",
+        ),
+        ('{"script": "git://x.py", "git": {"repo": "file:///r", "commit": "xyz"}}', "git.commit"),
         ('{"script": "git://../x.py", "git": {"repo": "file:///r"}}', "script"),
-        ('{"script": "git://x.py", "git": {"repo": "file:///r"}, "create_env": "yes"}',
-         "create_env"),
+        (
+            '{"script": "git://x.py", "git": {"repo": "file:///r"}, "create_env": "yes"}',
+            "create_env",
+        ),
         ('{"script": "embedded://demo"}', "source"),
         ('{"script": "embedded://bad name", "source": ""}', "script"),
         ('{"script": "file:///x.py", "init": {"args": [NaN]}}', "request"),

@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import pytest
 
-from tango_oet.domain import FINAL_STATES, STOPPABLE_STATES, TRANSITIONS, IllegalTransition
+from tango_oet.domain import (
+    FINAL_STATES,
+    STOPPABLE_STATES,
+    TRANSITIONS,
+    IllegalTransition,
+    next_state,
+)
 from tango_oet.domain import ProcedureState as S
 from tango_oet.domain import Trigger as T
-from tango_oet.domain import next_state
 from tango_oet.domain.states import QUEUEABLE_STATES, STARTABLE_STATES, to_mermaid
 
 
 def test_labels_are_the_interface_labels_in_order() -> None:
     assert [s.name for s in S] == [
-        "CREATING", "IDLE", "PREP_ENV", "LOADING", "INITIALISING", "READY", "RUNNING",
-        "PAUSED", "STOPPING", "COMPLETE", "STOPPED", "FAILED", "UNKNOWN",
+        "CREATING",
+        "IDLE",
+        "PREP_ENV",
+        "LOADING",
+        "INITIALISING",
+        "READY",
+        "RUNNING",
+        "PAUSED",
+        "STOPPING",
+        "COMPLETE",
+        "STOPPED",
+        "FAILED",
+        "UNKNOWN",
     ]
     assert [s.value for s in S] == list(range(13))
 
