@@ -42,6 +42,8 @@ RUN groupadd --system --gid "${GID}" tango \
  && install -d -o tango -g tango -m 0750 /var/lib/tango-oet
 
 COPY --from=build /opt/tango-oet /opt/tango-oet
+# Example observing scripts (the dashboard's Prepare preset uses hello_world.py).
+COPY resources/scripts/ /usr/share/tango-oet/scripts/
 
 ENV PATH=/opt/tango-oet/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
