@@ -285,7 +285,7 @@ def test_probes_are_exec_probes_running_tango_oet_probe(default_render: Rendered
         probe = server[kind]
         assert set(probe) & {"tcpSocket", "httpGet", "grpc"} == set(), kind
         script = script_of(probe["exec"]["command"])
-        assert "exec tango-oet probe --device" in script, kind
+        assert 'tango-oet probe --device "${device}"' in script, kind
         assert ("--ready" in script) == (kind == "readinessProbe"), kind
 
 
@@ -303,8 +303,19 @@ def two_subarrays(helm: Helm) -> Rendered:
     return helm.template(TWO_SUBARRAYS)
 
 
+STUBS = {
+    "OETScheduler": "STUB_EXIT_SERVER",
+    "tango-oet": "STUB_EXIT_CLI",
+    "python": "STUB_EXIT_PYTHON",
+}
+
+
 class PodShell:
-    """Runs a container script as Kubernetes would, with stand-in executables."""
+    """Runs a container script as Kubernetes would, with stand-in executables.
+
+    Each stub records its program name and arguments (one call per record) and exits with the
+    status given for it in `run(..., exits={program: status})`.
+    """
 
     def __init__(self, rendered: Rendered, tmp_path: Path) -> None:
         self.config_dir = tmp_path / "config"
@@ -314,36 +325,50 @@ class PodShell:
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
         self.calls = tmp_path / "calls"
-        for name in ("OETScheduler", "tango-oet"):  # record the program and its arguments
+        for name, exit_var in STUBS.items():
             stub = self.bin / name
             stub.write_text(
                 "#!/bin/sh\n"
-                'printf "%s\\n" "${0##*/}" "$@" >> "$STUB_CALLS"\n'
-                'exit "${STUB_EXIT:-0}"\n'
+                'printf "%s\\n" "${0##*/}" "$@" "--end--" >> "$STUB_CALLS"\n'
+                f'exit "${{{exit_var}:-0}}"\n'
             )
             stub.chmod(0o755)
 
-    def run(self, script: str, pod: str, exit_code: int = 0) -> tuple[int, list[str]]:
+    def run(
+        self, script: str, pod: str, exits: dict[str, int] | None = None
+    ) -> tuple[int, list[list[str]]]:
         script = script.replace(CONFIG_DIR, str(self.config_dir))
         env = {
             "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
             "POD_NAME": pod,
             "TANGO_HOST": TANGO_HOST,
             "STUB_CALLS": str(self.calls),
-            "STUB_EXIT": str(exit_code),
         }
+        env.update({STUBS[name]: str(status) for name, status in (exits or {}).items()})
         self.calls.unlink(missing_ok=True)
         done = subprocess.run(
             ["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=30,
             check=False,
         )  # fmt: skip
-        argv = self.calls.read_text().splitlines() if self.calls.exists() else []
-        return done.returncode, argv
+        calls: list[list[str]] = []
+        if self.calls.exists():
+            current: list[str] = []
+            for line in self.calls.read_text().splitlines():
+                if line == "--end--":
+                    calls.append(current)
+                    current = []
+                else:
+                    current.append(line)
+        return done.returncode, calls
 
 
 @pytest.fixture
 def pod_shell(two_subarrays: Rendered, tmp_path: Path) -> PodShell:
     return PodShell(two_subarrays, tmp_path)
+
+
+def probe_script(rendered: Rendered, kind: str) -> str:
+    return script_of(rendered.server[kind]["exec"]["command"])
 
 
 def test_server_starts_its_instance_and_publishes_its_pod_dns_name(
@@ -352,11 +377,17 @@ def test_server_starts_its_instance_and_publishes_its_pod_dns_name(
     command = two_subarrays.server["command"]
     assert command[:2] == ["/usr/bin/tini", "--"]
     script = script_of(command + two_subarrays.server["args"])
-    status, argv = pod_shell.run(script, pod=f"{FULLNAME}-1")
+    status, calls = pod_shell.run(script, pod=f"{FULLNAME}-1")
     assert status == 0
     publish = f"{FULLNAME}-1.{FULLNAME}.{NAMESPACE}.svc.cluster.local:45450"
-    assert argv == ["OETScheduler", "2", "-ORBendPoint", "giop:tcp::45450", "-ORBendPointPublish",
-                    f"giop:tcp:{publish}"]  # fmt: skip
+    assert calls == [["OETScheduler", "2", "-ORBendPoint", "giop:tcp::45450",
+                      "-ORBendPointPublish", f"giop:tcp:{publish}"]]  # fmt: skip
+
+
+def test_server_exit_status_is_the_containers(two_subarrays: Rendered, pod_shell: PodShell) -> None:
+    script = script_of(two_subarrays.server["command"] + two_subarrays.server["args"])
+    status, _ = pod_shell.run(script, pod=f"{FULLNAME}-0", exits={"OETScheduler": 4})
+    assert status == 4
 
 
 def test_init_container_registers_the_instance_of_its_pod(
@@ -364,46 +395,68 @@ def test_init_container_registers_the_instance_of_its_pod(
 ) -> None:
     script = script_of(two_subarrays.register["command"] + two_subarrays.register["args"])
     for ordinal, instance in ((0, "1"), (1, "2")):
-        status, argv = pod_shell.run(script, pod=f"{FULLNAME}-{ordinal}")
+        status, calls = pod_shell.run(script, pod=f"{FULLNAME}-{ordinal}")
         assert status == 0
-        registered = [f"{pod_shell.config_dir}/devices.json", "--instance", instance]
-        assert argv == ["tango-oet", "register", *registered]
+        devices_json = f"{pod_shell.config_dir}/devices.json"
+        assert calls == [["tango-oet", "register", devices_json, "--instance", instance]]
     devices = json.loads((pod_shell.config_dir / "devices.json").read_text())
     assert set(devices["servers"]["OETScheduler"]) == {"1", "2"}
+    status, _ = pod_shell.run(script, pod=f"{FULLNAME}-0", exits={"tango-oet": 1})
+    assert status == 1  # a failed registration fails the init container: the server waits
 
 
-def test_readiness_probe_asks_the_database_for_the_pods_device(
+def test_readiness_probe_requires_the_pods_device_to_be_ready(
     two_subarrays: Rendered, pod_shell: PodShell
 ) -> None:
-    script = script_of(two_subarrays.server["readinessProbe"]["exec"]["command"])
-    status, argv = pod_shell.run(script, pod=f"{FULLNAME}-1")
+    script = probe_script(two_subarrays, "readinessProbe")
+    status, calls = pod_shell.run(script, pod=f"{FULLNAME}-1")
     assert status == 0
-    assert argv == ["tango-oet", "probe", "--device", "oet/scheduler/2", "--ready"]
+    assert calls == [["tango-oet", "probe", "--device", "oet/scheduler/2", "--ready"]]
+    status, _ = pod_shell.run(script, pod=f"{FULLNAME}-1", exits={"tango-oet": 3})
+    assert status == 3
 
 
-@pytest.mark.parametrize("kind", ["livenessProbe", "startupProbe"])
-def test_liveness_and_startup_probes_connect_directly_without_the_database(
+@pytest.mark.parametrize("kind", ["startupProbe", "livenessProbe"])
+def test_startup_and_liveness_probes_pass_when_the_device_answers(
     two_subarrays: Rendered, pod_shell: PodShell, kind: str
 ) -> None:
-    script = script_of(two_subarrays.server[kind]["exec"]["command"])
-    status, argv = pod_shell.run(script, pod=f"{FULLNAME}-0")
+    status, calls = pod_shell.run(probe_script(two_subarrays, kind), pod=f"{FULLNAME}-0")
     assert status == 0
-    direct = "tango://127.0.0.1:45450/oet/scheduler/1#dbase=no"
-    assert argv == ["tango-oet", "probe", "--device", direct]
+    assert calls == [["tango-oet", "probe", "--device", "oet/scheduler/1"]]
 
 
-def test_probe_failure_is_the_probe_exit_status(
+def test_startup_probe_fails_when_the_device_does_not_answer(
     two_subarrays: Rendered, pod_shell: PodShell
 ) -> None:
-    script = script_of(two_subarrays.server["readinessProbe"]["exec"]["command"])
-    status, _ = pod_shell.run(script, pod=f"{FULLNAME}-0", exit_code=3)
-    assert status == 3
+    script = probe_script(two_subarrays, "startupProbe")
+    status, _ = pod_shell.run(script, pod=f"{FULLNAME}-0", exits={"tango-oet": 1})
+    assert status == 1
+
+
+def test_liveness_fails_when_the_device_fails_and_the_database_answers(
+    two_subarrays: Rendered, pod_shell: PodShell
+) -> None:
+    script = probe_script(two_subarrays, "livenessProbe")
+    status, calls = pod_shell.run(script, pod=f"{FULLNAME}-1", exits={"tango-oet": 1})
+    assert status == 1
+    assert calls == [
+        ["tango-oet", "probe", "--device", "oet/scheduler/2"],
+        ["python", "-c", "import tango; tango.Database()"],
+    ]
+
+
+def test_liveness_does_not_restart_the_server_while_the_database_is_down(
+    two_subarrays: Rendered, pod_shell: PodShell
+) -> None:
+    script = probe_script(two_subarrays, "livenessProbe")
+    status, _ = pod_shell.run(script, pod=f"{FULLNAME}-1", exits={"tango-oet": 1, "python": 1})
+    assert status == 0
 
 
 def test_a_pod_without_an_instance_fails_before_running_anything(
     two_subarrays: Rendered, pod_shell: PodShell
 ) -> None:
     script = script_of(two_subarrays.server["command"] + two_subarrays.server["args"])
-    status, argv = pod_shell.run(script, pod=f"{FULLNAME}-7")
+    status, calls = pod_shell.run(script, pod=f"{FULLNAME}-7")
     assert status != 0
-    assert argv == []
+    assert calls == []
