@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -215,6 +216,25 @@ class Helm:
         done = self.template_result(values, tango_host=tango_host, sets=sets)
         assert done.returncode == 0, done.stderr
         return Rendered(self.to_json(done.stdout))
+
+    def notes(self, values: Mapping[str, Any] | None = None) -> str:
+        """NOTES.txt as `helm install` would print it (`helm template` does not render it)."""
+        chart = self.workdir / "notes-chart"
+        shutil.rmtree(chart, ignore_errors=True)
+        shutil.copytree(CHART, chart)
+        (chart / "templates" / "NOTES.txt").rename(chart / "notes.txt")
+        (chart / "templates" / "notes.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+            'data:\n  notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}\n'
+        )
+        done = self.run(
+            "template", RELEASE, chart, "--namespace", NAMESPACE,
+            "--show-only", "templates/notes.yaml", *self._values_args(values, TANGO_HOST, ()),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        [configmap] = self.to_json(done.stdout)
+        text: str = configmap["data"]["notes"]
+        return text
 
     def to_json(self, yaml_text: str) -> list[Manifest]:
         (self._converter / "input.yaml").write_text(yaml_text)

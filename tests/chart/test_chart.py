@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import CHART, NAMESPACE, REPO, TANGO_HOST, Helm, Manifest, Rendered
+from tests.chart.conftest import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    TANGO_HOST,
+    Helm,
+    Manifest,
+    Rendered,
+)
 
 pytestmark = pytest.mark.chart
 
@@ -77,6 +86,16 @@ def test_renders_configmap_headless_service_statefulset_and_test_pod(
     assert 'tango-oet probe --device "oet/scheduler/1" --ready' in script_of(
         test_pod["spec"]["containers"][0]["command"] + test_pod["spec"]["containers"][0]["args"]
     )
+
+
+def test_notes_tell_how_to_reach_each_device(helm: Helm) -> None:
+    notes = helm.notes(TWO_SUBARRAYS)
+    assert f"TANGO_HOST={TANGO_HOST}" in notes
+    assert f"{FULLNAME}-0  ->  OETScheduler/1  ->  oet/scheduler/1" in notes
+    assert f"{FULLNAME}-1  ->  OETScheduler/2  ->  oet/scheduler/2" in notes
+    assert f"<pod>.{FULLNAME}.{NAMESPACE}.svc.cluster.local:45450" in notes
+    assert "DeviceProxy('oet/scheduler/1')" in notes
+    assert f"helm test {RELEASE}" in notes
 
 
 def test_missing_tango_host_fails_with_a_clear_message(helm: Helm) -> None:
