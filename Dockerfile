@@ -36,8 +36,8 @@ RUN apt-get update \
 
 ARG UID=10001
 ARG GID=10001
-RUN groupadd --system --gid "${GID}" tango \
- && useradd --system --uid "${UID}" --gid tango --home-dir /home/tango --create-home \
+RUN groupadd --gid "${GID}" tango \
+ && useradd --uid "${UID}" --gid tango --home-dir /home/tango --create-home \
         --shell /usr/sbin/nologin tango \
  && install -d -o tango -g tango -m 0750 /var/lib/tango-oet
 
@@ -50,7 +50,8 @@ ENV PATH=/opt/tango-oet/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/tango
 
-USER tango:tango
+# Numeric, so that Kubernetes can verify runAsNonRoot.
+USER ${UID}:${GID}
 WORKDIR /var/lib/tango-oet
 VOLUME ["/var/lib/tango-oet"]
 # CORBA endpoint and ZMQ event/heartbeat ports used by the chart
