@@ -8,6 +8,7 @@ sees the server's site-packages.
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import sys
 import threading
@@ -45,6 +46,18 @@ def choose_installer(requested: str) -> tuple[Installer, str | None]:
     return ("uv", uv) if uv is not None else ("pip", None)
 
 
+def server_pip_usable() -> bool:
+    """Whether our own pip can install into another venv (`pip --python`, pip >= 22.3).
+
+    Then a venv needs no pip of its own, which spares the ~5 s ensurepip takes per build.
+    """
+    try:
+        major, minor, *_ = (int(p) for p in importlib.metadata.version("pip").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (22, 3)
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """How packages are installed; the same for every environment of one manager."""
@@ -56,6 +69,7 @@ class BuildOptions:
     index_url: str | None = None
     timeout_s: float = 900.0
     python: str = sys.executable
+    server_pip: bool = False  # installer "pip": run our pip with --python instead of the venv's
 
     def index_args(self) -> list[str]:
         args = ["--no-index"] if self.no_index else []
@@ -130,8 +144,9 @@ def _create(venv: Path, options: BuildOptions, cancel: threading.Event) -> Compl
         # The directory exists (it is the claimed temporary directory): --allow-existing.
         cmd = [options.uv, "venv", "--quiet", "--allow-existing", "--python", options.python]
         return run([*cmd, venv], cancel=cancel, timeout=options.timeout_s, cwd=venv, env=env)
+    without_pip = ["--without-pip"] if options.server_pip else []
     return run(
-        [options.python, "-m", "venv", venv],
+        [options.python, "-m", "venv", *without_pip, venv],
         cancel=cancel,
         timeout=options.timeout_s,
         cwd=venv,
@@ -149,8 +164,12 @@ def _install(
         cmd = [options.uv, "pip", "install", "--no-progress", "--color", "never"]
         cmd += ["--python", str(python), *options.index_args(), *args]
     else:
-        cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
-        cmd += ["--no-input", "--progress-bar", "off", *options.index_args(), *args]
+        if options.server_pip:
+            cmd = [options.python, "-m", "pip", "--python", str(python), "install"]
+        else:
+            cmd = [str(python), "-m", "pip", "install"]
+        cmd += ["--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
+        cmd += [*options.index_args(), *args]
     return run(cmd, cancel=cancel, timeout=options.timeout_s, cwd=cwd, env=env)
 
 

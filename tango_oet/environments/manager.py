@@ -14,10 +14,22 @@ from typing import Any
 
 from tango_oet.domain.errors import EnvironmentError_, ScriptNotAllowed
 from tango_oet.domain.scripts import GitScript
-from tango_oet.environments.builder import BuildOptions, build_venv, choose_installer
+from tango_oet.environments.builder import (
+    BuildOptions,
+    build_venv,
+    choose_installer,
+    server_pip_usable,
+)
 from tango_oet.environments.git import FULL_SHA_RE, Git
 from tango_oet.environments.locks import FileLock, SingleFlight
-from tango_oet.environments.model import Environment, ProgressSink, ResolvedSource, entry_id
+from tango_oet.environments.model import (
+    Environment,
+    ProgressSink,
+    ResolvedSource,
+    entry_id,
+    env_id,
+)
+from tango_oet.environments.procs import Cancelled
 from tango_oet.environments.runtime import publish_runtime
 from tango_oet.environments.store import KINDS, Entry, Kind, Store, discard, tree_bytes
 
@@ -74,6 +86,7 @@ class EnvironmentManager:
             no_index=no_index,
             index_url=index_url,
             timeout_s=build_timeout_s,
+            server_pip=kind == "pip" and server_pip_usable(),
         )
         self._git_timeout_s = git_timeout_s
         self._git: Git | None = None  # found on first use: a server without git still serves files
@@ -86,6 +99,7 @@ class EnvironmentManager:
         self._runtime: Path | None = None
         self._runtime_lock = threading.Lock()
         self._closed = False
+        self._dirs_created = False
 
     # ---- public API -------------------------------------------------------------------------
     def check_allowed(self, repo: str) -> None:
@@ -99,7 +113,7 @@ class EnvironmentManager:
         self, script: GitScript, progress: ProgressSink, cancel: threading.Event
     ) -> ResolvedSource:
         """Pin the script's ref to a full commit and return a leased checkout of it."""
-        self._check_open()
+        self._start(cancel)
         ref = script.git
         self.check_allowed(ref.repo)
         rel = _script_relpath(script.path)
@@ -124,8 +138,8 @@ class EnvironmentManager:
         self, source: ResolvedSource, progress: ProgressSink, cancel: threading.Event
     ) -> Environment:
         """Return a leased environment for the source's (repo, commit), building it if needed."""
-        self._check_open()
-        eid = entry_id(source.repo, source.commit)
+        self._start(cancel)
+        eid = env_id(source.repo, source.commit)
         entry = self._lease_existing("env", eid, source.repo, source.commit, cancel)
         if entry is not None:
             self._count("env_reuses")
@@ -455,9 +469,21 @@ class EnvironmentManager:
         with self._lock:
             self._stats[name] += 1
 
-    def _check_open(self) -> None:
+    def _start(self, cancel: threading.Event) -> None:
         if self._closed:
             raise EnvironmentError_("the environment manager is closed")
+        if cancel.is_set():
+            raise Cancelled()
+        if not self._dirs_created:
+            # Created on first use, not at construction: a server whose data directory is not
+            # writable still serves filesystem and embedded scripts.
+            try:
+                self._store.create_dirs()
+            except OSError as exc:
+                raise EnvironmentError_(
+                    f"cannot use data directory {self.data_dir}: {exc}"
+                ) from exc
+            self._dirs_created = True
 
 
 def _waiting(progress: ProgressSink, stage: str) -> Callable[[], None]:

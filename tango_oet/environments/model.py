@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -64,3 +65,12 @@ def entry_id(repo: str, commit: str) -> str:
     """
     url_hash = hashlib.sha256(repo.encode()).hexdigest()[:8]
     return f"{repo_slug(repo)}-{url_hash}-{commit[:12]}"
+
+
+def env_id(repo: str, commit: str) -> str:
+    """The id of the environment of (repo, commit) built from this interpreter's Python version.
+
+    Environments link to the interpreter they were made from and hold packages built for its
+    version; the tag keeps a server upgraded to another Python from reusing them.
+    """
+    return f"{entry_id(repo, commit)}-py{sys.version_info.major}{sys.version_info.minor}"

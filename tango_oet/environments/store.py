@@ -68,6 +68,8 @@ class Store:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+
+    def create_dirs(self) -> None:
         for kind in KINDS:
             self.root(kind).mkdir(parents=True, exist_ok=True)
         self.locks_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,7 @@ class Store:
 
     def entries(self, kind: Kind) -> list[Entry]:
         found = []
-        for child in sorted(self.root(kind).iterdir()):
+        for child in sorted(_children(self.root(kind))):
             if child.name.startswith("."):
                 continue
             entry = self.read(kind, child.name)
@@ -158,7 +160,7 @@ class Store:
         removed = []
         now = time.time()
         for kind in KINDS:
-            for child in self.root(kind).iterdir():
+            for child in _children(self.root(kind)):
                 if not child.name.startswith((_TMP, _TRASH)) or _age(child, now) < min_age_s:
                     continue
                 if child.name.startswith(_TRASH) or not DirClaim.is_claimed(child):
@@ -195,6 +197,13 @@ def tree_bytes(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def _children(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except FileNotFoundError:  # nothing was ever cached here
+        return []
 
 
 def _age(path: Path, now: float) -> float:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psutil
 import pytest
 
+import tango_oet
 from tango_oet.domain.errors import EnvironmentError_
 from tango_oet.environments import Environment, EnvironmentManager, ResolvedSource, no_progress
+from tango_oet.environments.locks import FileLock
+from tango_oet.environments.model import env_id
 from tango_oet.execution import messages as m
 from tests.environments.conftest import MakeManager, Progress, script
 from tests.environments.repos import Repo, Repos
@@ -150,19 +156,30 @@ def test_worker_runs_under_the_environment(
             proc.wait()
 
 
-def test_pip_fallback(repos: Repos, make_manager: MakeManager, tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_pip", [True, False])
+def test_pip_fallback(
+    repos: Repos, make_manager: MakeManager, tmp_path: Path, server_pip: bool
+) -> None:
     manager = make_manager(installer="pip")
     assert manager.build_options.installer == "pip"
+    assert manager.build_options.server_pip  # this venv's pip is recent enough
+    # Without a usable server pip, each venv gets its own (ensurepip: slower, same result).
+    manager.build_options = replace(manager.build_options, server_pip=server_pip)
     env = build(manager, repos.project)
     assert installed_version(env, tmp_path) == "1.0"
-    # pip's console scripts embed the build directory; they were pointed at the final one.
+    # bin/ scripts embed the build directory; they were pointed at the final one.
     for path in (env.path / "bin").iterdir():
         if path.is_file() and not path.is_symlink():
             assert b"/.tmp-" not in path.read_bytes(), path
-    done = subprocess.run(
-        [str(env.path / "bin" / "pip"), "--version"], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0 and str(env.path) in done.stdout, done.stderr
+    assert f'VIRTUAL_ENV="{env.path}"' in (env.path / "bin" / "activate").read_text()
+    if not server_pip:
+        done = subprocess.run(
+            [str(env.path / "bin" / "pip"), "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0 and str(env.path) in done.stdout, done.stderr
 
 
 # ---- one build, shared ------------------------------------------------------------------------
@@ -270,3 +287,68 @@ def test_restart_reuses_clones_and_environments(
     rows = {row["kind"]: row for row in second.usage()}
     assert rows["env"]["id"] == env.env_id and rows["env"]["commit"] == commit
     assert rows["env"]["in_use"] and rows["env"]["bytes"] > 0
+
+
+_OTHER_SERVER = """
+import json, sys, threading
+from pathlib import Path
+from tango_oet.domain.scripts import GitRef, GitScript
+from tango_oet.environments import EnvironmentManager
+
+args = json.loads(sys.argv[1])
+manager = EnvironmentManager(Path(args["data_dir"]), find_links=[args["wheels"]], no_index=True)
+progress = lambda stage, done, total, message: print(stage, message, flush=True)
+script = GitScript("scripts/obs.py", GitRef(args["repo"], commit=args["commit"]))
+source = manager.resolve(script, progress, threading.Event())
+env = manager.ensure_environment(source, progress, threading.Event())
+print("RESULT", json.dumps({"builds": manager.stats.get("env_builds", 0), "env": env.env_id}))
+manager.close()
+"""
+
+
+def test_two_server_processes_build_once(
+    repos: Repos, make_manager: MakeManager, wheelhouse: Path
+) -> None:
+    manager = make_manager()
+    source = source_of(manager, repos.project)  # cloned here; the servers reuse the clone
+    lock = FileLock(manager.data_dir / "locks" / f"env-{env_id(source.repo, source.commit)}.lock")
+    lock.acquire()  # hold both servers at the lock so that they really compete
+    args = {
+        "data_dir": str(manager.data_dir),
+        "wheels": str(wheelhouse),
+        "repo": source.repo,
+        "commit": source.commit,
+    }
+    root = Path(tango_oet.__file__).resolve().parents[1]
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OTHER_SERVER, json.dumps(args)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for server in servers:
+            assert server.stdout is not None
+            for line in server.stdout:
+                if "waiting for another process" in line:
+                    break
+            else:
+                pytest.fail("a server never waited for the lock")
+        lock.release()
+        results = []
+        for server in servers:
+            out, _ = server.communicate(timeout=60)
+            assert server.returncode == 0
+            results.append(json.loads(out.split("RESULT", 1)[1]))
+    finally:
+        lock.release()
+        for server in servers:
+            if server.poll() is None:
+                server.kill()
+                server.communicate()
+    assert sum(r["builds"] for r in results) == 1
+    assert {r["env"] for r in results} == {env_id(source.repo, source.commit)}

@@ -100,10 +100,12 @@ def test_constructor_policy_applies_after_each_publish(
 def test_sweep_leftovers_of_crashed_builders(make_manager: MakeManager) -> None:
     manager = make_manager(auto_gc=False)
     envs = manager.data_dir / "envs"
+    assert manager.collect_garbage() == [], "nothing cached yet, not even the directories"
     stale, alive = envs / ".tmp-crashed-x", envs / ".tmp-building-y"
-    stale.mkdir()
+    stale.mkdir(parents=True)
     alive.mkdir()
     lock = manager.data_dir / "locks" / "env-never-built.lock"
+    lock.parent.mkdir()
     lock.touch()
     long_ago = time.time() - 3600
     for path in (stale, alive, lock):
