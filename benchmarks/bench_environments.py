@@ -1,4 +1,4 @@
-"""Benchmark of tango_oet.environments: cold builds, warm reuse and cached resolves, against venv+pip.
+"""Benchmark tango_oet.environments (cold build, warm reuse, cached resolve) against venv + pip.
 
 Run: .venv/bin/python benchmarks/bench_environments.py [--repeat N]
 Everything is local and offline: a bare git repository and a wheelhouse made in a temp dir.
@@ -121,12 +121,12 @@ def main() -> None:
     for name, seconds in rows:
         print(f"{name.ljust(width)}  {fmt(seconds):>12}")
     print()
-    print(f"cold uv build is {baseline / uv_build:5.1f}x faster than venv + pip")
-    print(f"installer=pip build is {baseline / pip_build:5.1f}x the speed of venv + pip")
-    print(f"warm reuse is {baseline / reuse:8.0f}x faster than venv + pip")
-    print(
-        f"(repeat={args.repeat} cold builds per row, {args.warm} warm calls; python {sys.version.split()[0]})"
-    )
+    print("speed-up against python -m venv + pip install of the same project:")
+    print(f"  cold build, uv:            {baseline / uv_build:8.1f}x")
+    print(f"  cold build, installer=pip: {baseline / pip_build:8.1f}x")
+    print(f"  warm reuse:                {baseline / reuse:8.0f}x")
+    python = sys.version.split()[0]
+    print(f"(median of {args.repeat} cold builds, {args.warm} warm calls; python {python})")
 
 
 if __name__ == "__main__":
