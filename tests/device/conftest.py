@@ -51,7 +51,10 @@ def start_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
         service_factory: Callable[[ServiceConfig], ScriptExecutionService] | None = None,
         **properties: Any,
     ) -> Scheduler:
-        props = {**base_properties(tmp_path), **properties}
+        # None removes a property, so the device's default applies (FileDatabase, which the
+        # test context uses, cannot hold an empty list).
+        merged = {**base_properties(tmp_path), **properties}
+        props = {k: v for k, v in merged.items() if v is not None}
         if gate is not None:
             props["PoolSize"] = 0
             launcher_gate = gate

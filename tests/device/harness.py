@@ -44,6 +44,14 @@ class EventLog:
         self.proxy = proxy
         self.recorder: Recorder[Event] = Recorder()
         self._ids: list[int] = []
+        self._start = 0  # events before this index are forgotten (see `forget`)
+
+    def forget(self) -> None:
+        """Ignore every event received so far (e.g. after Init restarted the ids at 1)."""
+        self._start = len(self.recorder.snapshot())
+
+    def _events(self, events: list[Event]) -> list[Event]:
+        return events[self._start :]
 
     def subscribe(self, *attributes: str) -> None:
         for name in attributes:
@@ -75,7 +83,11 @@ class EventLog:
 
     def values(self, attr: str) -> list[Any]:
         attr = attr.lower()
-        return [e.value for e in self.recorder.snapshot() if e.attr == attr and e.error is None]
+        return [
+            e.value
+            for e in self._events(self.recorder.snapshot())
+            if e.attr == attr and e.error is None
+        ]
 
     def wait(
         self, attr: str, predicate: Callable[[list[Any]], bool], what: str, timeout: float = 15.0
@@ -84,7 +96,9 @@ class EventLog:
         attr = attr.lower()
 
         def holds(events: list[Event]) -> bool:
-            return predicate([e.value for e in events if e.attr == attr and e.error is None])
+            return predicate(
+                [e.value for e in self._events(events) if e.attr == attr and e.error is None]
+            )
 
         self.recorder.wait_for(holds, timeout, f"{attr}: {what}")
         return self.values(attr)
@@ -145,6 +159,11 @@ class Scheduler:
 
     def wait_state(self, procedure_id: int, *states: str, timeout: float = 20.0) -> dict[str, Any]:
         """Wait for the procedure to reach one of `states`; returns its summary then."""
+        self.wait_transition(procedure_id, *states, timeout=timeout)
+        return self.describe(procedure_id)
+
+    def wait_transition(self, procedure_id: int, *states: str, timeout: float = 20.0) -> None:
+        """Wait for a `lastTransition` event of the procedure into one of `states`."""
 
         def reached(values: list[Any]) -> bool:
             return any(
@@ -157,8 +176,7 @@ class Scheduler:
                 "lastTransition", reached, f"procedure {procedure_id} in {states}", timeout
             )
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\nsummary: {self.proxy.Describe(procedure_id)}") from None
-        return self.describe(procedure_id)
+            raise AssertionError(f"{exc}\nprocedures: {self.proxy.procedures}") from None
 
     def close(self) -> None:
         self.events.close()

@@ -1,0 +1,109 @@
+"""Per-procedure attributes appear with a procedure and disappear when it leaves the history."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import tango
+
+from tests.device.conftest import StartDevice
+from tests.device.harness import TEST_SCRIPTS
+
+pytestmark = pytest.mark.tango
+
+QUICK = "def main():\n    return 'ok'\n"
+
+
+def _procedure_attributes(proxy: tango.DeviceProxy) -> list[str]:
+    return sorted(a for a in proxy.get_attribute_list() if re.match(r"procedure\d+", a))
+
+
+def test_the_oldest_final_procedure_leaves_with_its_attributes(
+    start_device: StartDevice, tmp_path: Path
+) -> None:
+    oet = start_device(HistoryLength=2)
+    first = oet.prepare_source(QUICK)
+    oet.events.subscribe(f"procedure{first}State")
+    oet.start(first)
+    oet.wait_state(first, "COMPLETE")
+
+    # A running procedure is never pruned, even when it is the oldest.
+    gate = tmp_path / "gate"
+    running = oet.prepare_file(TEST_SCRIPTS / "dev_wait_file.py", str(gate))
+    oet.start(running)
+    oet.wait_state(running, "RUNNING")
+    third = oet.prepare_source(QUICK)
+
+    assert _procedure_attributes(oet.proxy) == [
+        f"procedure{running}State",
+        f"procedure{running}Summary",
+        f"procedure{third}State",
+        f"procedure{third}Summary",
+    ]
+    for name in (f"procedure{first}State", f"procedure{first}Summary"):
+        with pytest.raises(tango.DevFailed) as info:
+            oet.proxy.read_attribute(name)
+        assert info.value.args[0].reason == "API_AttrNotFound"
+    assert [p["id"] for p in oet.procedures()] == [running, third]
+    with pytest.raises(tango.DevFailed) as info:
+        oet.proxy.Describe(first)
+    assert info.value.args[0].reason == "OET_UnknownProcedure"
+
+    # Three active procedures exceed the history: nothing final to prune, all stay.
+    fourth = oet.prepare_source(QUICK)
+    assert len(_procedure_attributes(oet.proxy)) == 6
+    gate.touch()
+    oet.wait_transition(running, "COMPLETE")  # and pruned at once: the history is full
+    oet.start(third)
+    oet.wait_state(third, "COMPLETE")
+    oet.events.subscribe("procedures")
+    oet.events.wait(
+        "procedures",
+        lambda vs: [p["id"] for p in json.loads(vs[-1])] == [third, fourth],
+        "history pruned to the last two",
+    )
+    assert _procedure_attributes(oet.proxy) == [
+        f"procedure{third}State",
+        f"procedure{third}Summary",
+        f"procedure{fourth}State",
+        f"procedure{fourth}Summary",
+    ]
+
+
+def test_many_procedures_come_and_go(start_device: StartDevice) -> None:
+    oet = start_device(HistoryLength=3, PoolSize=2)
+    ids = []
+    for _ in range(12):
+        pid = oet.prepare_source(QUICK)
+        ids.append(pid)
+        oet.start(pid)
+        oet.wait_state(pid, "COMPLETE")
+    assert ids == list(range(1, 13))
+    assert [p["id"] for p in oet.procedures()] == [10, 11, 12]
+    assert _procedure_attributes(oet.proxy) == sorted(
+        f"procedure{i}{kind}" for i in (10, 11, 12) for kind in ("State", "Summary")
+    )
+
+
+def test_init_command_restarts_the_engine_and_drops_the_attributes(
+    start_device: StartDevice,
+) -> None:
+    oet = start_device()
+    pid = oet.prepare_source(QUICK)
+    oet.start(pid)
+    oet.wait_state(pid, "COMPLETE")
+    assert _procedure_attributes(oet.proxy) == [f"procedure{pid}State", f"procedure{pid}Summary"]
+
+    oet.events.forget()
+    oet.proxy.Init()
+
+    assert _procedure_attributes(oet.proxy) == []
+    assert oet.procedures() == []
+    assert oet.proxy.state() in (tango.DevState.INIT, tango.DevState.ON)
+    again = oet.prepare_source(QUICK)
+    assert again == 1
+    oet.start(again)
+    assert oet.wait_state(again, "COMPLETE")["calls"][0]["result"] == "ok"
