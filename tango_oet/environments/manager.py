@@ -263,7 +263,7 @@ class EnvironmentManager:
             lock.acquire(cancel=cancel, on_wait=_waiting(progress, "cloning"))
         try:
             if lock is not None:
-                existing = self._store.read("clone", entry_id(repo, want))
+                existing = self._store.read_for_build("clone", entry_id(repo, want))
                 if existing is not None:
                     return existing
             tmp, claim = self._store.new_tmp("clone", entry_id(repo, want))
@@ -276,7 +276,7 @@ class EnvironmentManager:
                 if lock is None:  # short sha: only now do we know which entry this is
                     lock = self._store.lock("clone", eid)
                     lock.acquire(cancel=cancel, on_wait=_waiting(progress, "cloning"))
-                    existing = self._store.read("clone", eid)
+                    existing = self._store.read_for_build("clone", eid)
                     if existing is not None:
                         return existing
                 entry = self._store.publish("clone", eid, tmp, {"repo": repo, "commit": sha})
@@ -311,7 +311,7 @@ class EnvironmentManager:
         lock = self._store.lock("env", eid)
         lock.acquire(cancel=cancel, on_wait=_waiting(progress, "creating"))
         try:
-            existing = self._store.read("env", eid)
+            existing = self._store.read_for_build("env", eid)
             if existing is not None:  # another process built it while we waited for the lock
                 return existing
             if not source.checkout.is_dir():

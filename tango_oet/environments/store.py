@@ -98,6 +98,18 @@ class Store:
             return None
         return Entry(kind, entry_id, path, meta)
 
+    def read_for_build(self, kind: Kind, entry_id: str) -> Entry | None:
+        """The published entry, if any; the caller holds the exclusive lock and will build.
+
+        A directory under the final name without readable metadata was not made by `publish`
+        (tampering, a foreign tool): it would block the rename forever, so it goes.
+        """
+        entry = self.read(kind, entry_id)
+        if entry is None and self.path(kind, entry_id).exists():
+            log.warning("removing unreadable cache entry %s", self.path(kind, entry_id))
+            self.remove(kind, entry_id)
+        return entry
+
     def entries(self, kind: Kind) -> list[Entry]:
         found = []
         for child in sorted(_children(self.root(kind))):

@@ -212,3 +212,13 @@ def test_cancel_while_waiting_for_a_lock(repos: Repos, make_manager: MakeManager
     finally:
         other.release()
     assert not list((manager.data_dir / "clones").iterdir())
+
+
+def test_an_unreadable_entry_is_replaced(repos: Repos, make_manager: MakeManager) -> None:
+    manager = make_manager()
+    commit = repos.scripts.commits["first"]
+    junk = manager.data_dir / "clones" / entry_id(repos.scripts.url, commit)
+    (junk / "src").mkdir(parents=True)  # e.g. restored from a backup without its metadata
+    source = resolve(manager, repos.scripts.url, commit=commit)
+    assert source.checkout == junk / "src"
+    assert version_of(source) == "VERSION = 1"
