@@ -1,0 +1,326 @@
+"""`tango-oet up`: a Tango database (if none answers), the devices registered, the servers up.
+
+    up(["devices/oet-scheduler.json"], Path(".oet-data"))
+
+1. If no Tango database answers at TANGO_HOST (default 127.0.0.1:10000), start pytango-db's
+   `PyDatabaseds` there, on a sqlite file in the data directory, and wait until it answers.
+2. Register the devices of the dsconfig JSON files (idempotent); set ScriptRoots (the
+   project's example scripts) and DataDirectory if they are not set, so the README works.
+3. Start `OETScheduler <instance>` for every server instance, wait until each device answers.
+4. On Ctrl-C or SIGTERM stop what it started, by PID: the servers (which stop their
+   procedures), then the database. Nothing it started outlives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import tango
+
+from tango_oet.device.registration import ensure_property, iter_devices, load_definition, register
+
+DEFAULT_TANGO_HOST = "127.0.0.1:10000"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0  # a server stops its procedures (stop ladder) before it exits
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1"}
+
+Printer = Callable[[str], None]
+
+
+def parse_tango_host(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"TANGO_HOST must be host:port, got {value!r}")
+    return host, int(port)
+
+
+def database_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if a Tango database answers at host:port (a TCP check first: fast when closed)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError:
+        return False
+    try:
+        tango.Database(host, port).get_info()
+    except tango.DevFailed:
+        return False
+    return True
+
+
+def example_scripts() -> Path | None:
+    """The project's example scripts (resources/scripts), if this is a source checkout."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        candidate = base / "resources" / "scripts"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _executable(name: str) -> list[str]:
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    raise FileNotFoundError(f"{name} is not installed (looked beside {sys.executable} and PATH)")
+
+
+def server_command(instance: str) -> list[str]:
+    """The command line of one OETScheduler server instance, listening on loopback only."""
+    try:
+        command = _executable("OETScheduler")
+    except FileNotFoundError:
+        command = [sys.executable, "-m", "tango_oet.device.server"]
+    return [*command, instance, "-ORBendPoint", "giop:tcp:127.0.0.1:0"]
+
+
+@dataclass
+class Started:
+    """One process `up` started, with its log."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Stack:
+    """What `start` brought up; `stop` ends exactly the processes it started."""
+
+    tango_host: str
+    devices: list[str] = field(default_factory=list)
+    database: Started | None = None
+    servers: list[Started] = field(default_factory=list)
+
+    def stop(self, out: Printer = print) -> None:
+        for server in reversed(self.servers):
+            _stop_process(server, out)
+        self.servers.clear()
+        if self.database is not None:
+            _stop_process(self.database, out)
+            self.database = None
+
+    def dead(self) -> list[Started]:
+        started = [*self.servers, *([self.database] if self.database else [])]
+        return [s for s in started if s.process.poll() is not None]
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str], log: Path) -> Started:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[bytes] = log.open("ab")
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches `up` only; it stops them in order
+        )
+    finally:
+        handle.close()
+    return Started(name, process, log)
+
+
+def _stop_process(started: Started, out: Printer) -> None:
+    process = started.process
+    if process.poll() is None:
+        out(f"stopping {started.name} (pid {process.pid})")
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            out(f"{started.name} did not stop within {STOP_TIMEOUT_S} s: SIGKILL")
+            process.kill()
+            process.wait()
+
+
+def _wait(what: str, ready: Callable[[], bool], started: Started | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if started is not None and started.process.poll() is not None:
+            raise RuntimeError(
+                f"{started.name} exited with code {started.process.returncode} before {what};"
+                f" its log ({started.log}) ends with:\n{started.tail()}"
+            )
+        if time.monotonic() > deadline:
+            tail = f"; log {started.log}:\n{started.tail()}" if started else ""
+            raise TimeoutError(f"{what} did not happen within {timeout} s{tail}")
+        time.sleep(0.05)  # polling another process's start-up: nothing to block on
+
+
+def start_database(host: str, port: int, data_dir: Path) -> Started:
+    """PyDatabaseds on a sqlite file in data_dir, answering at host:port."""
+    db_file = data_dir / "tango_database.db"
+    env = {**os.environ, "PYTANGO_DATABASE_NAME": str(db_file)}
+    env.pop("TANGO_HOST", None)
+    command = [*_executable("PyDatabaseds"), "--host", host, "--port", str(port), "2"]
+    started = _spawn("PyDatabaseds", command, env, data_dir / "logs" / "databaseds.log")
+    try:
+        _wait(
+            f"the database answering at {host}:{port}",
+            lambda: database_answers(host, port, 0.5),
+            started,
+            START_TIMEOUT_S,
+        )
+    except BaseException:
+        _stop_process(started, lambda _: None)
+        raise
+    return started
+
+
+def device_answers(name: str) -> bool:
+    try:
+        proxy = tango.DeviceProxy(name)
+        proxy.set_timeout_millis(1000)
+        proxy.ping()
+    except tango.DevFailed:
+        return False
+    return True
+
+
+def start(
+    devices_files: Sequence[Path | str],
+    data_dir: Path,
+    tango_host: str | None = None,
+    out: Printer = print,
+) -> Stack:
+    """Bring everything up and return at once; the caller must `stop()` the Stack."""
+    tango_host = tango_host or os.environ.get("TANGO_HOST") or DEFAULT_TANGO_HOST
+    host, port = parse_tango_host(tango_host)
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    definitions = [load_definition(Path(f)) for f in devices_files]
+    if not definitions:
+        raise ValueError("no device definition files given")
+    stack = Stack(tango_host=tango_host)
+    try:
+        if database_answers(host, port):
+            out(f"using the Tango database at {tango_host}")
+        elif host in LOCAL_HOSTS:
+            out(f"starting a Tango database at {tango_host} ({data_dir / 'tango_database.db'})")
+            stack.database = start_database(host, port, data_dir)
+        else:
+            raise RuntimeError(f"no Tango database answers at {tango_host}")
+        os.environ["TANGO_HOST"] = tango_host  # for this process's own clients
+        db = tango.Database(host, port)
+        instances: dict[str, list[str]] = {}
+        scripts = example_scripts()
+        for definition in definitions:
+            result = register(db, definition)
+            out(f"registered {result.summary()}")
+            for device in result.devices:
+                instances.setdefault(device.instance, []).append(device.name)
+                stack.devices.append(device.name)
+                if device.device_class != "OETScheduler":
+                    continue
+                if scripts is not None:
+                    ensure_property(db, device.name, "ScriptRoots", [str(scripts)])
+                ensure_property(db, device.name, "DataDirectory", [str(data_dir / "engine")])
+        env = {**os.environ, "TANGO_HOST": tango_host}
+        for instance, names in instances.items():
+            if all(device_answers(n) for n in names):
+                out(f"OETScheduler/{instance} is already running: not starting it")
+                continue
+            log = data_dir / "logs" / f"OETScheduler-{_safe(instance)}.log"
+            server = _spawn(f"OETScheduler/{instance}", server_command(instance), env, log)
+            stack.servers.append(server)
+            for name in names:
+                _wait(f"{name} answering", partial(device_answers, name), server, START_TIMEOUT_S)
+    except BaseException:
+        stack.stop(out)
+        raise
+    return stack
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def up(
+    devices_files: Sequence[Path | str],
+    data_dir: Path,
+    tango_host: str | None = None,
+    out: Printer = print,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Start everything, print where it is, run until Ctrl-C/SIGTERM, then stop everything."""
+    stop = stop_event or threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack = start(devices_files, data_dir, tango_host, out)
+        try:
+            out(f"TANGO_HOST={stack.tango_host}")
+            for name in stack.devices:
+                out(f"device {name}")
+            out("ready; press Ctrl-C to stop")
+            while not stop.wait(0.5):
+                dead = stack.dead()
+                if dead:
+                    for s in dead:
+                        out(f"{s.name} exited with code {s.process.returncode}; log {s.log}")
+                    return 1
+            return 0
+        finally:
+            stack.stop(out)
+            out("stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry: `up [--devices FILE…] [--data-dir DIR] [--port N]`."""
+    parser = argparse.ArgumentParser(
+        prog="tango-oet up",
+        description="Start a Tango database (if none answers), register and start OETScheduler",
+    )
+    parser.add_argument(
+        "--devices", nargs="+", default=None, help="dsconfig JSON files (default: devices/*.json)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(".oet-data"))
+    parser.add_argument("--port", type=int, default=None, help="Tango database port")
+    args = parser.parse_args(argv)
+    files = args.devices or sorted(str(p) for p in Path("devices").glob("*.json"))
+    if not files:
+        parser.error("no --devices given and no devices/*.json here")
+    host_port = os.environ.get("TANGO_HOST") or DEFAULT_TANGO_HOST
+    if args.port is not None:
+        host, _ = parse_tango_host(host_port)
+        host_port = f"{host}:{args.port}"
+    for f in files:
+        list(iter_devices(load_definition(Path(f))))  # fail early on a broken file
+    try:
+        return up(files, args.data_dir, host_port)
+    except (RuntimeError, TimeoutError, ValueError, FileNotFoundError) as exc:
+        print(f"tango-oet up: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
