@@ -64,6 +64,10 @@ class WorkerPool:
         if worker is not None:
             callback(worker, None)
 
+    def idle_pids(self) -> list[int]:
+        with self._cond:
+            return [w.pid for w in self._idle]
+
     def idle_count(self) -> int:
         with self._cond:
             return len(self._idle)

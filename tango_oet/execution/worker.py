@@ -14,6 +14,7 @@ the parent sees output lines and events in the order the script produced them.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -34,6 +35,7 @@ from tango_oet.execution import messages as m
 FLUSH_INTERVAL_S = 0.005
 MAX_PENDING_LINES = 2000
 MAX_LINE_CHARS = 10_000
+GIL_SWITCH_INTERVAL_S = 0.0005
 EXIT_OK = 0
 EXIT_SCRIPT_ERROR = 1
 EXIT_PROTOCOL_ERROR = 3
@@ -125,10 +127,6 @@ class LineWriter(io.TextIOBase):
         if partial:
             self._channel.add_lines(self._stream, [partial[:MAX_LINE_CHARS]])
 
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
     def isatty(self) -> bool:
         return False
 
@@ -187,6 +185,7 @@ class ScriptWorker:
             except (EOFError, OSError):
                 self._parent_gone()
                 return
+            print("recv", time.perf_counter(), file=sys.__stderr__)
             match msg:
                 case m.LoadScript() | m.CallFunction():
                     self._work.put(msg)
@@ -224,14 +223,17 @@ class ScriptWorker:
 
     # ---- main thread -------------------------------------------------------------------------
     def run(self) -> int:
+        _warm_up()
         threading.Thread(target=self._receive, name="oet-receiver", daemon=True).start()
         threading.Thread(target=self._flush_periodically, name="oet-flusher", daemon=True).start()
         self.channel.send(m.WorkerReady, os.getpid(), sys.executable)
         try:
             load = self._work.get()
+            print("got", time.perf_counter(), file=sys.__stderr__)
             if not isinstance(load, m.LoadScript):
                 return EXIT_OK if isinstance(load, _Stop) else EXIT_PROTOCOL_ERROR
             self._capture_output(load.procedure_id)
+            print("captured", time.perf_counter(), file=sys.__stderr__)
             scripting._install(self)
             if not self._load(load):
                 return EXIT_SCRIPT_ERROR
@@ -268,6 +270,7 @@ class ScriptWorker:
 
     def _load(self, load: m.LoadScript) -> bool:
         self.channel.send(m.LoadStarted)
+        print("sent", time.perf_counter(), file=sys.__stderr__)
         self._script_name = load.name
         try:
             for entry in reversed(load.sys_path):
@@ -303,7 +306,7 @@ class ScriptWorker:
             _flush_std_streams()
             self.channel.send(m.Loaded, functions, json_safe(result))
             return True
-        except BaseException as exc:  # noqa: BLE001 - user code: every failure is reported
+        except BaseException as exc:
             self._report("init" if self._module is not None else "load", exc)
             if isinstance(exc, scripting.StopRequested):
                 return False
@@ -320,7 +323,7 @@ class ScriptWorker:
             _flush_std_streams()
             self.channel.send(m.CallReturned, call.call_id, call.function, json_safe(result))
             return True, is_main
-        except BaseException as exc:  # noqa: BLE001 - user code: every failure is reported
+        except BaseException as exc:
             self._report(f"call {call.function}", exc)
             return False, is_main
         finally:
@@ -331,6 +334,38 @@ class ScriptWorker:
         _flush_std_streams()
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.channel.send(m.ScriptFailed, phase, type(exc).__name__, str(exc), tb)
+
+
+def _warm_up() -> None:
+    """Exercise the load/call/reply paths once while idle.
+
+    A worker forked from the forkserver shares its pages copy-on-write; the first run of any
+    code path takes page faults. Taking them here, before the worker is handed out, removes
+    milliseconds from the first Prepare and Start.
+    """
+    import pickle
+
+    gc.freeze()  # our GC must not write to every inherited object (more copy-on-write)
+    module = types.ModuleType("oet_warm_up")
+    exec(compile("def init(a=1):\n    return a\ndef main():\n    return [1]\n", "<warm>", "exec"),
+         module.__dict__)
+    json_safe(module.main())
+    traceback.format_exception(ValueError, ValueError("x"), None)
+    samples = (
+        m.LoadScript(0, 0, "x", None, "", (1,), {"a": 1}, ("/",), None),
+        m.CallFunction(0, 0, "main", (), {}),
+        m.Loaded(0, ("main",), None),
+        m.CallReturned(0, 0, "main", [1]),
+        m.OutputLines(0, "stdout", ("x",)),
+        m.UserEvent(0, "t", {"a": 1}, 0.0, "main"),
+        m.LoadStarted(0),
+        m.InitStarted(0),
+    )
+    for sample in samples:
+        pickle.loads(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
+    logging.Formatter("%(levelname)s %(name)s: %(message)s").format(
+        logging.LogRecord("x", logging.INFO, "x", 1, "x", None, None)
+    )
 
 
 def _flush_std_streams() -> None:
@@ -354,6 +389,9 @@ def worker_main(conn: Connection) -> None:
         pass  # already a group leader (started with start_new_session)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # A script spinning in pure Python holds the GIL; the receiver thread (pause, stop) and
+    # the output flusher would wait up to the default 5 ms for it on every hand-over.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         code = ScriptWorker(conn).run()
     except scripting.StopRequested:
