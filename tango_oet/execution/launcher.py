@@ -221,6 +221,8 @@ class InterpreterLauncher:
         env.update(self._env)
         env["PYTHONPATH"] = str(self.pythonpath)
         env["PYTHONNOUSERSITE"] = "1"
+        # `python -m` would put the server's working directory first on sys.path.
+        env["PYTHONSAFEPATH"] = "1"
         try:
             popen = subprocess.Popen(
                 [str(self.python), "-m", "tango_oet.execution.worker", str(theirs.fileno())],

@@ -28,6 +28,9 @@ class ServiceConfig:
     abort_script: Path | None = None
     output_lines_kept: int = 1000
     git_find_links: tuple[str, ...] = ()  # extra --find-links for environment builds
+    git_no_index: bool = False  # install only from git_find_links (air-gapped sites, tests)
+    env_keep: int = 20  # environments/clones kept by garbage collection
+    env_max_age_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.pool_size < 0:

@@ -42,6 +42,7 @@ class Procedure:
     abort_requested: bool = False
     abort_procedure: int | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    leases: list[Any] = field(default_factory=list)  # clones/environments held while in use
 
     def __post_init__(self) -> None:
         self.history.append((self.state, utc_now()))

@@ -76,6 +76,7 @@ class GitProvider(Protocol):
     def resolve(self, script: GitScript, progress: Any, cancel: threading.Event) -> Any: ...
     def ensure_environment(self, source: Any, progress: Any, cancel: threading.Event) -> Any: ...
     def runtime_dir(self) -> Path: ...
+    def release(self, item: Any) -> None: ...
     def close(self) -> None: ...
 
 
@@ -135,14 +136,15 @@ class ScriptExecutionService:
             if self._closed:
                 return
             self._closed = True
-            for proc in self._procedures.values():
+            # A copy: a stop that ends at once (no worker yet) prunes the history.
+            for proc in list(self._procedures.values()):
                 if proc.state in STOPPABLE_STATES:
                     self._begin_stop(proc)
         self._git_threads.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown()
         self._supervisor.shutdown()
         with self._lock:
-            for proc in self._procedures.values():
+            for proc in list(self._procedures.values()):
                 if not is_final(proc.state):
                     # Not attached to a live process any more (or never was): it did stop.
                     self._apply(proc, Trigger.PROCESS_EXITED)
@@ -368,12 +370,23 @@ class ScriptExecutionService:
 
     def _on_final(self, proc: Procedure) -> None:
         proc.pending.clear()
+        self._release_leases(proc)
         self._prune_locked()
         if self.config.max_running:
             for other in self._procedures.values():
                 self._dispatch_pending(other)
         if proc.abort_requested and proc.state is ProcedureState.STOPPED and not self._closed:
             self._start_abort(proc)
+
+    def _release_leases(self, proc: Procedure) -> None:
+        # Clones and environments stay leased (safe from GC) only while a procedure uses them.
+        leases, proc.leases = proc.leases, []
+        for item in leases:
+            try:
+                assert self._git is not None
+                self._git.release(item)
+            except Exception:  # releasing must never break a state change
+                log.exception("releasing %r failed", item)
 
     def _prune_locked(self) -> None:
         excess = len(self._procedures) - self.config.history_length
@@ -471,12 +484,14 @@ class ScriptExecutionService:
                     return
             source = self._git.resolve(script, progress, proc.cancel)
             with self._lock:
+                proc.leases.append(source)
                 proc.git_commit = source.commit
                 self._summary_changed(proc)
             launcher: Launcher | None = None
             if script.create_env:
                 env = self._git.ensure_environment(source, progress, proc.cancel)
                 with self._lock:
+                    proc.leases.append(env)
                     proc.environment = env.env_id
                     self._summary_changed(proc)
                 launcher = InterpreterLauncher(env.python, env.sys_path_runtime)
@@ -495,6 +510,8 @@ class ScriptExecutionService:
             with self._lock:
                 if not is_final(proc.state) and proc.state is not ProcedureState.STOPPING:
                     self._fail(proc, ErrorInfo(type(exc).__name__, exc.message))
+                elif is_final(proc.state):
+                    self._release_leases(proc)
         except Exception as exc:  # a thread boundary: any failure must end as FAILED
             log.exception("preparing git procedure %d failed", proc.id)
             with self._lock:
@@ -603,14 +620,16 @@ def make_service(config: ServiceConfig, **kwargs: Any) -> ScriptExecutionService
     """Build a service with git support when a data directory is configured."""
     git: GitProvider | None = kwargs.pop("git", None)
     if git is None:
-        try:
-            from tango_oet.environments import EnvironmentManager
-        except ImportError:  # pragma: no cover - environments package not installed
-            EnvironmentManager = None  # type: ignore[assignment,misc]  # noqa: N806
-        if EnvironmentManager is not None:
-            git = EnvironmentManager(
-                config.data_dir, git_allow=config.git_allow, find_links=config.git_find_links
-            )
+        from tango_oet.environments import EnvironmentManager
+
+        git = EnvironmentManager(
+            config.data_dir,
+            git_allow=config.git_allow,
+            find_links=config.git_find_links,
+            no_index=config.git_no_index,
+            keep=config.env_keep,
+            max_age_days=config.env_max_age_days,
+        )
     return ScriptExecutionService(config, git=git, **kwargs)
 
 
