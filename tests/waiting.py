@@ -25,8 +25,9 @@ class Recorder(Generic[T]):
         with self._cond:
             return list(self.items)
 
-    def wait_for(self, predicate: Callable[[list[T]], bool], timeout: float = 10.0,
-                 what: str = "condition") -> list[T]:
+    def wait_for(
+        self, predicate: Callable[[list[T]], bool], timeout: float = 10.0, what: str = "condition"
+    ) -> list[T]:
         with self._cond:
             if not self._cond.wait_for(lambda: predicate(self.items), timeout):
                 tail = self.items[-15:]

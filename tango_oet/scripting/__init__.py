@@ -22,7 +22,7 @@ __all__ = [
 _log = logging.getLogger("tango_oet.scripting")
 
 
-class StopRequested(BaseException):  # noqa: N818 - reads as an event, like KeyboardInterrupt
+class StopRequested(BaseException):
     """Raised by `checkpoint()` when the procedure is being stopped.
 
     A BaseException, like KeyboardInterrupt, so `except Exception:` in a script does not swallow

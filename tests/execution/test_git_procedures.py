@@ -83,7 +83,7 @@ def test_git_refs_resolve_to_the_right_code(
     label: str,
 ) -> None:
     engine, _ = git_engine()
-    pid = engine.service.prepare(git_request(repos.scripts.url, **ref))
+    pid = engine.service.prepare(git_request(repos.scripts.url, "scripts/hello.py", False, **ref))
     assert run_main(engine, pid) == version
     summary = engine.service.describe(pid)
     assert summary.git_commit == repos.scripts.commits[label]
