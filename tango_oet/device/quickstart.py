@@ -224,7 +224,6 @@ def start(
             stack.database = start_database(host, port, data_dir)
         else:
             raise RuntimeError(f"no Tango database answers at {tango_host}")
-        os.environ["TANGO_HOST"] = tango_host  # for this process's own clients
         db = tango.Database(host, port)
         instances: dict[str, list[str]] = {}
         scripts = example_scripts()
@@ -241,14 +240,15 @@ def start(
                 ensure_property(db, device.name, "DataDirectory", [str(data_dir / "engine")])
         env = {**os.environ, "TANGO_HOST": tango_host}
         for instance, names in instances.items():
-            if all(device_answers(n) for n in names):
+            if all(device_answers(f"tango://{tango_host}/{n}") for n in names):
                 out(f"OETScheduler/{instance} is already running: not starting it")
                 continue
             log = data_dir / "logs" / f"OETScheduler-{_safe(instance)}.log"
             server = _spawn(f"OETScheduler/{instance}", server_command(instance), env, log)
             stack.servers.append(server)
             for name in names:
-                _wait(f"{name} answering", partial(device_answers, name), server, START_TIMEOUT_S)
+                trl = f"tango://{tango_host}/{name}"
+                _wait(f"{name} answering", partial(device_answers, trl), server, START_TIMEOUT_S)
     except BaseException:
         stack.stop(out)
         raise
@@ -313,9 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.port is not None:
         host, _ = parse_tango_host(host_port)
         host_port = f"{host}:{args.port}"
-    for f in files:
-        list(iter_devices(load_definition(Path(f))))  # fail early on a broken file
     try:
+        for f in files:
+            list(iter_devices(load_definition(Path(f))))  # fail early on a broken file
         return up(files, args.data_dir, host_port)
     except (RuntimeError, TimeoutError, ValueError, FileNotFoundError) as exc:
         print(f"tango-oet up: {exc}", file=sys.stderr)
