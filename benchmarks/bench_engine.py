@@ -89,7 +89,10 @@ class Watcher:
 
 def state_is(pid_box: list[int], state: ProcedureState) -> Callable[[ServiceEvent], bool]:
     return lambda e: (
-        isinstance(e, StateChanged) and e.state is state and bool(pid_box) and e.procedure_id == pid_box[0]
+        isinstance(e, StateChanged)
+        and e.state is state
+        and bool(pid_box)
+        and e.procedure_id == pid_box[0]
     )
 
 
@@ -188,7 +191,11 @@ def main() -> None:
     with ScriptExecutionService(config) as svc:
         svc.subscribe(w)
         svc.pool.wait_warm(30)
-        idle_rss = [psutil.Process(p).memory_info().rss for p in svc.pool.idle_pids()]
+        idle = [psutil.Process(p) for p in svc.pool.idle_pids()]
+        idle_rss = [p.memory_info().rss for p in idle]
+        cpu0 = [sum(p.cpu_times()[:2]) for p in idle]
+        threading.Event().wait(1.0)  # measuring idle CPU over one second of doing nothing
+        idle_cpu = [sum(p.cpu_times()[:2]) - c for p, c in zip(idle, cpu0, strict=True)]
 
         ready, complete = [], []
         for _ in range(n):
@@ -203,10 +210,26 @@ def main() -> None:
             t0 = time.perf_counter()
             svc.start(StartRequest(pid))
             complete.append(w.wait() - t0)
-        rows.append(Row("prepare -> READY (warm pool)", _ms(ready), "ms", rtt * 1e3 * 3 + import_run * 1e3,
-                        "3 round trips + import/run", "<= 2 ms"))
-        rows.append(Row("start -> COMPLETE", _ms(complete), "ms", rtt * 1e3 + import_run * 1e3,
-                        "1 round trip + import/run", "<= 1 ms"))
+        rows.append(
+            Row(
+                "prepare -> READY (warm pool)",
+                _ms(ready),
+                "ms",
+                rtt * 1e3 * 3 + import_run * 1e3,
+                "3 round trips + import/run",
+                "<= 2 ms",
+            )
+        )
+        rows.append(
+            Row(
+                "start -> COMPLETE",
+                _ms(complete),
+                "ms",
+                rtt * 1e3 + import_run * 1e3,
+                "1 round trip + import/run",
+                "<= 1 ms",
+            )
+        )
 
         for label, source in (
             ("stop, cooperative (checkpoint loop)", COOPERATIVE),
@@ -226,8 +249,11 @@ def main() -> None:
                 svc.stop(StopRequest(pid))
                 times.append(w.wait() - t0)
                 worker = svc.describe(pid).pid
-                assert worker is None or not psutil.pid_exists(worker) or \
-                    psutil.Process(worker).status() == psutil.STATUS_ZOMBIE, "not reaped"
+                assert (
+                    worker is None
+                    or not psutil.pid_exists(worker)
+                    or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+                ), "not reaped"
             rows.append(Row(label, _ms(times), "ms", rtt * 1e3, "round trip", "<= 50 ms, reaped"))
 
         deaths = []
@@ -244,8 +270,16 @@ def main() -> None:
             t0 = time.perf_counter()
             os.kill(worker, signal.SIGKILL)
             deaths.append(w.wait() - t0)
-        rows.append(Row("death noticed after SIGKILL", _ms(deaths), "ms", rtt * 1e3, "round trip",
-                        "<= 100 ms"))
+        rows.append(
+            Row(
+                "death noticed after SIGKILL",
+                _ms(deaths),
+                "ms",
+                rtt * 1e3,
+                "round trip",
+                "<= 100 ms",
+            )
+        )
 
         svc.pool.wait_warm(30)
         pid, _ = prepare_ready(svc, w, PRINTER)
@@ -259,8 +293,14 @@ def main() -> None:
         dt = time.perf_counter() - t0
         got = w.lines - before
         assert got == lines_n, f"lost output lines: {got} of {lines_n}"
-        rows.append(Row(f"output lines/s relayed ({lines_n} lines, 0 lost)", lines_n / dt,
-                        "lines/s", target=">= 20k/s"))
+        rows.append(
+            Row(
+                f"output lines/s relayed ({lines_n} lines, 0 lost)",
+                lines_n / dt,
+                "lines/s",
+                target=">= 20k/s",
+            )
+        )
 
         svc.pool.wait_warm(30)
         pid, _ = prepare_ready(svc, w, PUBLISHER)
@@ -277,6 +317,7 @@ def main() -> None:
         rows.append(Row(f"user events/s relayed ({events_n}, 0 lost)", events_n / dt, "events/s"))
 
     rows.append(Row("RSS per idle worker", statistics.median(idle_rss) / 2**20, "MiB"))
+    rows.append(Row("CPU of an idle worker", max(idle_cpu) * 100, "% of core", target="~0"))
     rows.append(Row("bare: pipe round trip, back-to-back", hot_rtt * 1e3, "ms"))
     rows.append(Row("bare: pipe round trip after 2 ms idle", rtt * 1e3, "ms"))
     rows.append(Row("bare: warm child's import+run of a script", import_run * 1e3, "ms"))
@@ -288,8 +329,10 @@ def _ms(samples: list[float]) -> float:
 
 
 def _print(rows: list[Row]) -> None:
-    print(f"tango-oet engine benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} cpus,"
-          " medians)")
+    print(
+        f"tango-oet engine benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} cpus,"
+        " medians)"
+    )
     print(f"{'measurement':52} {'value':>12}  {'unit':9} {'ratio to bare parts':34} target")
     for r in rows:
         value = f"{r.value:,.3f}" if r.value < 100 else f"{r.value:,.0f}"

@@ -58,6 +58,7 @@ class Channel:
         self._seq = 0
         self._pending: dict[str, list[str]] = {}
         self._npending = 0
+        self._has_output = threading.Event()
         self.broken = False
 
     def next_seq(self) -> int:
@@ -76,6 +77,16 @@ class Channel:
             self._npending += len(lines)
             if self._npending >= MAX_PENDING_LINES:
                 self._flush_locked()
+        self._has_output.set()
+
+    def flush_forever(self) -> None:
+        """Send pending output a few ms after it appears; sleeps without CPU while idle."""
+        while True:
+            self._has_output.wait()
+            # Wait a little so one message carries a burst of lines, not one line each.
+            time.sleep(FLUSH_INTERVAL_S)
+            self._has_output.clear()
+            self.flush()
 
     def flush(self) -> None:
         with self._lock:
@@ -179,13 +190,20 @@ class ScriptWorker:
 
     # ---- threads -----------------------------------------------------------------------------
     def _receive(self) -> None:
+        try:
+            self._receive_forever()
+        except BaseException:
+            # Without its receiver nobody could stop this worker: end it as if orphaned.
+            self._parent_gone()
+            raise
+
+    def _receive_forever(self) -> None:
         while True:
             try:
                 msg = self._conn.recv()
             except (EOFError, OSError):
                 self._parent_gone()
                 return
-            print("recv", time.perf_counter(), file=sys.__stderr__)
             match msg:
                 case m.LoadScript() | m.CallFunction():
                     self._work.put(msg)
@@ -216,24 +234,17 @@ class ScriptWorker:
         os.kill(os.getpid(), signal.SIGTERM)
         threading.Timer(2.0, os._exit, args=(EXIT_PROTOCOL_ERROR,)).start()
 
-    def _flush_periodically(self) -> None:
-        while True:
-            time.sleep(FLUSH_INTERVAL_S)
-            self.channel.flush()
-
     # ---- main thread -------------------------------------------------------------------------
     def run(self) -> int:
         _warm_up()
         threading.Thread(target=self._receive, name="oet-receiver", daemon=True).start()
-        threading.Thread(target=self._flush_periodically, name="oet-flusher", daemon=True).start()
+        threading.Thread(target=self.channel.flush_forever, name="oet-flusher", daemon=True).start()
         self.channel.send(m.WorkerReady, os.getpid(), sys.executable)
         try:
             load = self._work.get()
-            print("got", time.perf_counter(), file=sys.__stderr__)
             if not isinstance(load, m.LoadScript):
                 return EXIT_OK if isinstance(load, _Stop) else EXIT_PROTOCOL_ERROR
             self._capture_output(load.procedure_id)
-            print("captured", time.perf_counter(), file=sys.__stderr__)
             scripting._install(self)
             if not self._load(load):
                 return EXIT_SCRIPT_ERROR
@@ -270,7 +281,6 @@ class ScriptWorker:
 
     def _load(self, load: m.LoadScript) -> bool:
         self.channel.send(m.LoadStarted)
-        print("sent", time.perf_counter(), file=sys.__stderr__)
         self._script_name = load.name
         try:
             for entry in reversed(load.sys_path):
@@ -347,8 +357,10 @@ def _warm_up() -> None:
 
     gc.freeze()  # our GC must not write to every inherited object (more copy-on-write)
     module = types.ModuleType("oet_warm_up")
-    exec(compile("def init(a=1):\n    return a\ndef main():\n    return [1]\n", "<warm>", "exec"),
-         module.__dict__)
+    exec(
+        compile("def init(a=1):\n    return a\ndef main():\n    return [1]\n", "<warm>", "exec"),
+        module.__dict__,
+    )
     json_safe(module.main())
     traceback.format_exception(ValueError, ValueError("x"), None)
     samples = (
