@@ -42,7 +42,10 @@ COOPERATIVE = (
     "from tango_oet.scripting import checkpoint, publish\n"
     "def main():\n    publish('started')\n    while True:\n        checkpoint()\n"
 )
-BUSY = "from tango_oet.scripting import publish\ndef main():\n    publish('started')\n    while True:\n        pass\n"
+BUSY = (
+    "from tango_oet.scripting import publish\n"
+    "def main():\n    publish('started')\n    while True:\n        pass\n"
+)
 SLEEPER = (
     "import time\nfrom tango_oet.scripting import publish\n"
     "def main():\n    publish('started')\n    time.sleep(1000)\n"
