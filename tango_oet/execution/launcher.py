@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -107,17 +107,20 @@ class WorkerProcess:
     conn: Connection
     _handle: _ProcessHandle
     _send_lock: threading.Lock = field(default_factory=threading.Lock)
+    _seq: int = 0
     exit_info: ExitInfo | None = None
+    last_received_seq: int = 0  # kept by the reader (handshake, then the supervisor)
 
     @property
     def sentinel(self) -> int:
         return self._handle.sentinel()
 
-    def send(self, msg: ParentMessage) -> bool:
-        """Send to the worker; False if it is gone (its death is reported by the sentinel)."""
+    def send(self, make: Callable[..., ParentMessage], **fields: Any) -> bool:
+        """Send `make(seq=<next>, **fields)`; False if the worker is gone (its sentinel tells)."""
         with self._send_lock:
+            self._seq += 1
             try:
-                self.conn.send(msg)
+                self.conn.send(make(seq=self._seq, **fields))
                 return True
             except (OSError, ValueError):
                 return False
@@ -160,6 +163,7 @@ class WorkerProcess:
             raise WorkerStartError(f"worker {self.pid} died during start-up: {exc!r}") from exc
         if not isinstance(msg, WorkerReady):
             raise WorkerStartError(f"worker {self.pid} sent {msg!r} instead of WorkerReady")
+        self.last_received_seq = msg.seq
         return msg
 
 

@@ -230,6 +230,17 @@ class ProcessManager:
                 if not conn.poll():
                     return
                 msg = conn.recv()
+                worker = watched.worker
+                if msg.seq != worker.last_received_seq + 1:
+                    # Sequence numbers are per pipe and gapless; a gap is a protocol bug.
+                    log.error(
+                        "worker %d: message seq %d after %d (%r)",
+                        worker.pid,
+                        msg.seq,
+                        worker.last_received_seq,
+                        msg,
+                    )
+                worker.last_received_seq = msg.seq
                 self._listener.on_worker_message(watched.procedure_id, msg)
         except (EOFError, OSError):
             watched.conn_open = False
@@ -254,7 +265,7 @@ class ProcessManager:
         if watched.rung is not _Rung.RUNNING:
             return
         watched.stop_requested_at = self._clock()
-        watched.worker.send(StopScript(seq=0))
+        watched.worker.send(StopScript)
         watched.rung = _Rung.COOPERATIVE
         watched.deadline = self._clock() + self.deadlines.cooperative_s
 

@@ -265,7 +265,7 @@ class ScriptExecutionService:
             if proc.state not in PAUSABLE_STATES:
                 raise IllegalTransition(proc.id, proc.state.name, "pause")
             assert proc.worker is not None
-            proc.worker.send(m.PauseScript(seq=0))
+            proc.worker.send(m.PauseScript)
 
     def resume(self, procedure_id: int) -> None:
         with self._lock:
@@ -275,7 +275,7 @@ class ScriptExecutionService:
             if proc.state not in _ACTIVE_RUN:
                 raise IllegalTransition(proc.id, proc.state.name, "resume")
             assert proc.worker is not None
-            proc.worker.send(m.ResumeScript(seq=0))
+            proc.worker.send(m.ResumeScript)
 
     # ---- command helpers (lock held) -------------------------------------------------------
     def _check_open(self) -> None:
@@ -315,13 +315,11 @@ class ScriptExecutionService:
         index = proc.record_call(call.function, call.call)
         self._apply(proc, Trigger.START)
         proc.worker.send(
-            m.CallFunction(
-                seq=0,
-                call_id=index,
-                function=call.function,
-                args=call.call.args,
-                kwargs=call.call.kwargs,
-            )
+            m.CallFunction,
+            call_id=index,
+            function=call.function,
+            args=call.call.args,
+            kwargs=call.call.kwargs,
         )
 
     def _dispatch_pending(self, proc: Procedure) -> None:
@@ -446,17 +444,15 @@ class ScriptExecutionService:
             source = script.source if isinstance(script, EmbeddedScript) else None
             sys_path = load.get("sys_path", (os.path.dirname(path),) if path else ())
             worker.send(
-                m.LoadScript(
-                    seq=0,
-                    procedure_id=proc.id,
-                    name=script.uri,
-                    path=path,
-                    source=source,
-                    init_args=proc.init.args,
-                    init_kwargs=proc.init.kwargs,
-                    sys_path=tuple(sys_path),
-                    cwd=load.get("cwd"),
-                )
+                m.LoadScript,
+                procedure_id=proc.id,
+                name=script.uri,
+                path=path,
+                source=source,
+                init_args=proc.init.args,
+                init_kwargs=proc.init.kwargs,
+                sys_path=tuple(sys_path),
+                cwd=load.get("cwd"),
             )
 
     @staticmethod
