@@ -1,0 +1,75 @@
+"""Typed Python client of the OETScheduler device: Scheduler, Procedure, events, errors."""
+
+from tango_oet.client.errors import (
+    OET_ERRORS,
+    AttributeNotFound,
+    CapacityExceeded,
+    ClientError,
+    CommunicationTimeout,
+    ConnectionFailed,
+    DeviceError,
+    DeviceNotFound,
+    DeviceNotRunning,
+    EnvironmentFailed,
+    IllegalTransition,
+    InvalidRequest,
+    NoDatabase,
+    ScriptNotAllowed,
+    ServiceUnavailable,
+    UnexpectedFinalState,
+    UnknownProcedure,
+    WaitTimeout,
+)
+from tango_oet.client.events import (
+    Event,
+    EventStream,
+    OutputLine,
+    ProgressUpdate,
+    StateChange,
+    StreamError,
+    UserEvent,
+)
+from tango_oet.client.procedure import Procedure, as_state
+from tango_oet.client.requests import Git
+from tango_oet.client.scheduler import DEFAULT_DEVICE, Scheduler
+from tango_oet.client.summary import Call, Failure, Progress, Summary
+from tango_oet.domain.states import FINAL_STATES, ProcedureState
+
+__all__ = [
+    "DEFAULT_DEVICE",
+    "FINAL_STATES",
+    "OET_ERRORS",
+    "AttributeNotFound",
+    "Call",
+    "CapacityExceeded",
+    "ClientError",
+    "CommunicationTimeout",
+    "ConnectionFailed",
+    "DeviceError",
+    "DeviceNotFound",
+    "DeviceNotRunning",
+    "EnvironmentFailed",
+    "Event",
+    "EventStream",
+    "Failure",
+    "Git",
+    "IllegalTransition",
+    "InvalidRequest",
+    "NoDatabase",
+    "OutputLine",
+    "Procedure",
+    "ProcedureState",
+    "Progress",
+    "ProgressUpdate",
+    "Scheduler",
+    "ScriptNotAllowed",
+    "ServiceUnavailable",
+    "StateChange",
+    "StreamError",
+    "Summary",
+    "UnexpectedFinalState",
+    "UnknownProcedure",
+    "UserEvent",
+    "WaitTimeout",
+    "as_state",
+]
