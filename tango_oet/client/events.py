@@ -245,6 +245,8 @@ class EventStream:
         except DeviceError:
             self.close()
             raise
+        if pid is not None and pid not in self._states:
+            self._poll_state(pid)  # the subscription's first value was an error
 
     def _is_initial(self, attr: str) -> bool:
         initial = self._initial
@@ -396,6 +398,9 @@ class EventStream:
         if pid is None or self._poll_s is None or _now() - self._last_item < self._poll_s:
             return
         self._last_item = _now()
+        self._poll_state(pid)
+
+    def _poll_state(self, pid: int) -> None:
         try:
             value = self._proxy.read_attribute(f"procedure{pid}State").value
         except tango.DevFailed as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import tango
@@ -20,6 +20,7 @@ from tango_oet.client.errors import (
     AttributeNotFound,
     DeviceError,
     UnexpectedFinalState,
+    UnknownProcedure,
     WaitTimeout,
     translated,
 )
@@ -130,6 +131,8 @@ class Procedure:
             waiter.observe([self.summary().state])
             event_id = None
         try:
+            if not waiter.observed_any():
+                waiter.poll(lambda: self.state)  # the subscription's first value was an error
             return waiter.wait(self._id, wanted, timeout, poll=lambda: self.state)
         finally:
             if event_id is not None:
@@ -195,6 +198,23 @@ class _StateWaiter:
             return
         self.observe([ProcedureState(int(e.attr_value.value))])
 
+    def observed_any(self) -> bool:
+        with self._cond:
+            return bool(self._observed)
+
+    def poll(self, read: Callable[[], ProcedureState]) -> None:
+        """Read the state directly; a failed read is remembered like an error event, except
+        UnknownProcedure, which ends the wait."""
+        try:
+            state = read()
+        except UnknownProcedure:
+            raise
+        except DeviceError as exc:
+            with self._cond:
+                self._errors.append(exc.message())
+            return
+        self.observe([state])
+
     def observe(self, states: Iterable[ProcedureState]) -> None:
         with self._cond:
             self._observed.extend(states)
@@ -205,7 +225,7 @@ class _StateWaiter:
         procedure_id: int,
         wanted: tuple[ProcedureState, ...],
         timeout: float | None,
-        poll: Any,
+        poll: Callable[[], ProcedureState],
     ) -> ProcedureState:
         deadline = None if timeout is None else time.monotonic() + timeout
         checked = 0
@@ -233,4 +253,4 @@ class _StateWaiter:
                     self._cond.wait(step)
             if time.monotonic() - quiet_since >= SILENCE_POLL_S:
                 quiet_since = time.monotonic()
-                self.observe([poll()])  # events may be lost; the attribute is the truth
+                self.poll(poll)  # events may be lost; the attribute is the truth

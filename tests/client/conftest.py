@@ -6,6 +6,7 @@ imported so both suites run the device the same way (process=False, one pytest p
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,14 @@ def trl(oet_proxy: Any) -> str:
     """The full TRL of a test-context device (usable from other processes, Pitfall 6)."""
     host, port, name = oet_proxy.get_dev_host(), oet_proxy.get_dev_port(), oet_proxy.dev_name()
     return f"tango://{host}:{port}/{name}#dbase=no"
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (bound and released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
