@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar
@@ -42,7 +42,7 @@ class StateChange:
 
     procedure_id: int
     state: ProcedureState
-    time: datetime | None = None
+    time: datetime | None = field(default=None, compare=False)  # not known for every source
 
     kind: ClassVar[str] = "state"
 

@@ -75,8 +75,8 @@ class Failure:
         text = f"{self.type}: {self.message}" if self.message else self.type
         if self.signal:
             text += f" ({self.signal})"
-        elif self.exitcode not in (None, 0):
-            text += f" (exit code {self.exitcode})"
+        elif self.exitcode not in (None, 0) and not self.traceback:
+            text += f" (exit code {self.exitcode})"  # the process died, not the script
         return " ".join(text.split())
 
 

@@ -1,0 +1,1 @@
+"""The `tango-oet` command line: operator commands over the OETScheduler client (docs/cli.md)."""

@@ -1,0 +1,1 @@
+"""One module per group of `tango-oet` subcommands; a command is `f(args, out) -> exit code`."""
