@@ -14,8 +14,9 @@ from __future__ import annotations
 import enum
 import json
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tango_oet.domain.states import ProcedureState
@@ -68,11 +69,19 @@ class RemoveProcedure:
 
 @dataclass(frozen=True)
 class Push:
-    """A change event (and an archive event when `archive`) carrying `value`."""
+    """A change event (and an archive event when `archive`) carrying `value`.
+
+    An expensive value (JSON of summaries) comes as `compute` instead, which the device calls
+    only if a client listens; it returns None when there is nothing to push any more.
+    """
 
     attribute: str
-    value: Any
+    value: Any = None
     archive: bool = False
+    compute: Callable[[], Any] | None = field(default=None, compare=False)
+
+    def resolve(self) -> Any:
+        return self.compute() if self.compute is not None else self.value
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,13 @@ Op = AddProcedure | RemoveProcedure | Push | SetState
 
 @dataclass
 class _Procedure:
-    state: ProcedureState
-    summary_json: str
+    summary: ProcedureSummary
+    summary_json: str | None = None  # encoded on first use: often nobody asks
+
+    def json(self) -> str:
+        if self.summary_json is None:
+            self.summary_json = self.summary.to_json_text()
+        return self.summary_json
 
 
 def status_text(state: DeviceState, running: int, message: str) -> str:
@@ -114,6 +128,7 @@ class DeviceModel:
         self._lock = threading.Lock()
         self._added = threading.Condition(self._lock)
         self._max_added = 0
+        self._released = False
         self._procedures: dict[int, _Procedure] = {}
         self._procedures_json: str | None = "[]"
         self._last_event = ""
@@ -143,18 +158,18 @@ class DeviceModel:
     def procedure_state(self, procedure_id: int) -> ProcedureState | None:
         with self._lock:
             p = self._procedures.get(procedure_id)
-            return None if p is None else p.state
+            return None if p is None else p.summary.state
 
     def procedure_summary(self, procedure_id: int) -> str | None:
         with self._lock:
             p = self._procedures.get(procedure_id)
-            return None if p is None else p.summary_json
+            return None if p is None else p.json()
 
     def procedures_json(self) -> str:
         with self._lock:
             if self._procedures_json is None:
-                # Summaries are already JSON text: join them instead of re-encoding.
-                body = ",".join(p.summary_json for p in self._procedures.values())
+                # Each summary is encoded once per change and cached: join the texts.
+                body = ",".join(p.json() for p in self._procedures.values())
                 self._procedures_json = f"[{body}]"
             return self._procedures_json
 
@@ -171,13 +186,20 @@ class DeviceModel:
         mark answers "has the publisher seen it" even if the procedure is already removed.
         """
         with self._added:
-            return self._added.wait_for(lambda: self._max_added >= procedure_id, timeout)
+            return self._added.wait_for(
+                lambda: self._released or self._max_added >= procedure_id, timeout
+            )
+
+    def next_ids(self, count: int) -> list[int]:
+        """The ids the next `count` procedures will get (the service numbers them 1, 2, …)."""
+        with self._lock:
+            return list(range(self._max_added + 1, self._max_added + 1 + count))
 
     # ---- updates (publisher thread) --------------------------------------------------------
-    def mark_added(self) -> None:
-        """Release every `wait_added` waiter (the publisher is stopping)."""
+    def release_waiters(self) -> None:
+        """Release every `wait_added` waiter, now and later (the publisher is stopping)."""
         with self._added:
-            self._max_added = 1 << 62
+            self._released = True
             self._added.notify_all()
 
     def set_state(self, state: DeviceState, running: int, message: str) -> list[Op]:
@@ -193,6 +215,7 @@ class DeviceModel:
         ops: list[Op] = []
         output: list[str] = []
         procedures_dirty = False
+        summaries: dict[int, None] = {}  # procedures whose summary changed, in order
         added: list[int] = []
         for event in events:
             match event:
@@ -200,17 +223,21 @@ class DeviceModel:
                     added.append(summary.id)
                     ops.append(AddProcedure(summary.id))
                     ops.extend(self._update(summary, state_changed=True))
+                    summaries[summary.id] = None
                     procedures_dirty = True
                 case StateChanged(summary=summary):
                     ops.extend(self._update(summary, state_changed=True))
+                    summaries[summary.id] = None
                     procedures_dirty = True
                 case SummaryChanged(summary=summary):
-                    ops.extend(self._update(summary, state_changed=False))
+                    self._update(summary, state_changed=False)
+                    summaries[summary.id] = None
                     procedures_dirty = True
                 case ProcedureRemoved(procedure_id=pid):
                     with self._lock:
                         known = self._procedures.pop(pid, None) is not None
                         self._procedures_json = None
+                    summaries.pop(pid, None)
                     if known:
                         ops.append(RemoveProcedure(pid))
                         procedures_dirty = True
@@ -221,8 +248,13 @@ class DeviceModel:
                     output.extend(lines)
                 case ServiceStatusChanged(running=running, healthy=healthy, message=message):
                     ops.extend(self._status_changed(running, healthy, message))
+        # Every state is pushed; a summary once per batch (its latest), likewise the list.
+        ops.extend(
+            Push(summary_attribute(pid), compute=partial(self.procedure_summary, pid))
+            for pid in summaries
+        )
         if procedures_dirty:
-            ops.append(Push("procedures", self.procedures_json()))
+            ops.append(Push("procedures", compute=self.procedures_json))
         if added:
             with self._added:
                 self._max_added = max(self._max_added, *added)
@@ -231,16 +263,15 @@ class DeviceModel:
         return ops
 
     def _update(self, summary: ProcedureSummary, *, state_changed: bool) -> list[Op]:
-        text = summary.to_json_text()
         with self._lock:
-            self._procedures[summary.id] = _Procedure(summary.state, text)
+            self._procedures[summary.id] = _Procedure(summary)
             self._procedures_json = None
-        ops: list[Op] = []
-        if state_changed:
-            ops.append(Push(state_attribute(summary.id), int(summary.state), archive=True))
-            ops.append(Push("lastTransition", self._transition(summary), archive=True))
-        ops.append(Push(summary_attribute(summary.id), text))
-        return ops
+        if not state_changed:
+            return []
+        return [
+            Push(state_attribute(summary.id), int(summary.state), archive=True),
+            Push("lastTransition", self._transition(summary), archive=True),
+        ]
 
     def _transition(self, summary: ProcedureSummary) -> str:
         self._transition_seq += 1

@@ -37,12 +37,13 @@ from tango_oet.device.publisher import EventPublisher
 from tango_oet.domain.errors import ServiceUnavailable, UnknownProcedure
 from tango_oet.domain.requests import parse_id, parse_prepare, parse_start, parse_stop
 from tango_oet.service import ScriptExecutionService, ServiceConfig, make_service
-from tango_oet.service.events import ServiceEvent, ServiceStatusChanged
+from tango_oet.service.events import ProcedureAdded, ServiceEvent, ServiceStatusChanged
 
 log = logging.getLogger(__name__)
 
 OUTPUT_MAX_LINES = 10000  # max_dim_x of `output`
 PUBLISH_WAIT_S = 2.0  # Prepare waits at most this long for its attributes to exist
+SPARE_IDS = 2  # procedure ids whose attributes are created ahead of their Prepare
 
 _DEV_STATE = {
     DeviceState.INIT: DevState.INIT,
@@ -50,6 +51,8 @@ _DEV_STATE = {
     DeviceState.RUNNING: DevState.RUNNING,
     DeviceState.FAULT: DevState.FAULT,
 }
+_CHANGE = tango.EventType.CHANGE_EVENT
+_ARCHIVE = tango.EventType.ARCHIVE_EVENT
 _STATIC_EVENTS = ("State", "Status", "procedures", "lastEvent", "lastTransition", "output")
 _STATIC_ARCHIVE = ("State", "lastEvent", "lastTransition")
 
@@ -134,7 +137,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
                 if self._token is not None:
                     service.unsubscribe(self._token)
             self._publisher.stop()
-            self._model.mark_added()
+            self._model.release_waiters()
         for procedure_id in sorted(self._created):
             self._remove_procedure_attributes(procedure_id)
         super().delete_device()
@@ -234,12 +237,20 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             else:
                 value = self._model.procedure_summary(procedure_id)
         if value is None:
-            with tango_errors(f"OETScheduler.read_{name}"):
-                raise UnknownProcedure(parsed[0] if parsed else 0)
+            procedure_id = parsed[0] if parsed else 0
+            tango.Except.throw_exception(
+                UnknownProcedure.reason,
+                f"no procedure with id {procedure_id} (yet: the attributes of the next "
+                "procedure ids exist before their Prepare)",
+                f"OETScheduler.read_{name}",
+            )
         attr.set_value(value)
 
     def _add_procedure_attributes(self, procedure_id: int) -> None:
-        if procedure_id in self._created or not self._prime_event_channel():
+        if procedure_id in self._created:
+            return
+        if not self._events_primed:
+            log.warning("event channel not open: no attributes for procedure %d", procedure_id)
             return
         for spec in PROCEDURE_ATTRIBUTES:
             name = spec.name(procedure_id)
@@ -286,8 +297,30 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
 
     # ---- publishing (publisher thread) -----------------------------------------------------
     def publish_batch(self, events: list[ServiceEvent]) -> None:
+        if not self._events_primed and any(isinstance(e, ProcedureAdded) for e in events):
+            self._prime_event_channel()  # before taking the monitor (see its docstring)
         with tango.AutoTangoMonitor(self):
             self._execute(self._model.apply(events))
+
+    def on_quiet(self) -> bool:
+        """Create the attributes of the next procedure id ahead of its Prepare; one per call.
+
+        `add_attribute` costs two database round trips per attribute (cppTango reads the
+        device and class attribute properties), ~3-10 ms per procedure: too slow for the
+        Prepare path, so it happens here while nothing else is going on.
+        """
+        if self._service is None:
+            return False
+        if tango.Util.instance().is_svr_starting():
+            return True  # the admin device (needed to open the event channel) is not up yet
+        if not self._prime_event_channel():
+            return False
+        with tango.AutoTangoMonitor(self):
+            missing = [i for i in self._model.next_ids(SPARE_IDS) if i not in self._created]
+            if not missing:
+                return False
+            self._add_procedure_attributes(missing[0])
+            return len(missing) > 1 and missing[0] in self._created
 
     def on_idle(self) -> None:
         service = self._service
@@ -299,6 +332,20 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             with tango.AutoTangoMonitor(self):
                 self._execute(self._model.apply([status]))
 
+    def _push(self, push: Push) -> None:
+        """Push change (and archive) events, only to listeners: nobody listening, no cost."""
+        change = self.is_there_subscriber(push.attribute, _CHANGE)
+        archive = push.archive and self.is_there_subscriber(push.attribute, _ARCHIVE)
+        if not (change or archive):
+            return
+        value = push.resolve()
+        if value is None:
+            return
+        if change:
+            self.push_change_event(push.attribute, value)
+        if archive:
+            self.push_archive_event(push.attribute, value)
+
     def _execute(self, ops: list[Op]) -> None:
         for op in ops:
             try:
@@ -307,19 +354,15 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
                         self._add_procedure_attributes(pid)
                     case RemoveProcedure(procedure_id=pid):
                         self._remove_procedure_attributes(pid)
-                    case Push(attribute=name, value=value, archive=archive):
+                    case Push(attribute=name):
                         parsed = parse_attribute_name(name)
-                        if parsed is not None and parsed[0] not in self._created:
-                            continue
-                        self.push_change_event(name, value)
-                        if archive:
-                            self.push_archive_event(name, value)
+                        if parsed is None or parsed[0] in self._created:
+                            self._push(op)
                     case SetState(state=state, status=status):
                         dev_state = _DEV_STATE[state]
                         self.set_state(dev_state)
                         self.set_status(status)
-                        self.push_change_event("State", dev_state)
-                        self.push_archive_event("State", dev_state)
-                        self.push_change_event("Status", status)
+                        self._push(Push("State", dev_state, archive=True))
+                        self._push(Push("Status", status))
             except tango.DevFailed:  # one failed push must not lose the rest of the batch
                 log.exception("cannot execute %r", op)

@@ -7,6 +7,7 @@ events; nothing here sleeps.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -197,6 +198,17 @@ class GatedLauncher:
         if not self._gate.wait(60):
             raise RuntimeError("test gate never opened")
         return self._inner.launch()
+
+
+def procedure_attributes(proxy: tango.DeviceProxy, upto: int) -> list[str]:
+    """Per-procedure attributes of ids <= `upto`; the device also creates the attributes of the
+    next ids ahead of their Prepare (spares), which tests of the history must ignore."""
+    names = []
+    for name in proxy.get_attribute_list():
+        match = re.match(r"procedure(\d+)(State|Summary)$", name)
+        if match and int(match.group(1)) <= upto:
+            names.append(name)
+    return sorted(names)
 
 
 def in_order(values: Iterable[Any], expected: list[Any]) -> bool:

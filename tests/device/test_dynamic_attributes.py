@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tango
 
 from tests.device.conftest import StartDevice
-from tests.device.harness import TEST_SCRIPTS
+from tests.device.harness import TEST_SCRIPTS, procedure_attributes
+from tests.waiting import Recorder
 
 pytestmark = pytest.mark.tango
 
@@ -18,7 +20,9 @@ QUICK = "def main():\n    return 'ok'\n"
 
 
 def _procedure_attributes(proxy: tango.DeviceProxy) -> list[str]:
-    return sorted(a for a in proxy.get_attribute_list() if re.match(r"procedure\d+", a))
+    """The per-procedure attributes of prepared procedures (not the spares of the next ids)."""
+    prepared = [int(m.group(1)) for m in re.finditer(r'"id":(\d+)', proxy.List())]
+    return procedure_attributes(proxy, upto=max(prepared, default=0))
 
 
 def test_the_oldest_final_procedure_leaves_with_its_attributes(
@@ -107,3 +111,35 @@ def test_init_command_restarts_the_engine_and_drops_the_attributes(
     assert again == 1
     oet.start(again)
     assert oet.wait_state(again, "COMPLETE")["calls"][0]["result"] == "ok"
+
+
+def test_next_procedure_attributes_exist_ahead_so_a_client_can_see_every_state(
+    start_device: StartDevice,
+) -> None:
+    oet = start_device()
+    interface: Recorder[list[str]] = Recorder()
+
+    def on_interface_change(e: Any) -> None:
+        if not e.err:
+            interface([a.name for a in e.att_list])
+
+    event_id = oet.proxy.subscribe_event(
+        tango.EventType.INTERFACE_CHANGE_EVENT, on_interface_change
+    )
+    interface.wait_for(
+        lambda lists: any("procedure1State" in names for names in lists), 10, "spare attributes"
+    )
+    with pytest.raises(tango.DevFailed) as info:
+        oet.proxy.read_attribute("procedure1State")
+    assert info.value.args[0].reason == "OET_UnknownProcedure"
+    assert "no procedure with id 1" in info.value.args[0].desc
+
+    # Subscribed before Prepare: the first event is the failed read, then every state.
+    oet.events.subscribe("procedure1State")
+    pid = oet.prepare_source("def init():\n    pass\n\ndef main():\n    return 1\n")
+    assert pid == 1
+    oet.start(pid)
+    states = oet.events.wait_value("procedure1State", "COMPLETE")
+    assert states == ["CREATING", "IDLE", "LOADING", "INITIALISING", "READY", "RUNNING",
+                      "COMPLETE"]  # fmt: skip
+    oet.proxy.unsubscribe_event(event_id)

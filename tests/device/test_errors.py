@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 import tango
 
 from tests.device.conftest import StartDevice
-from tests.device.harness import SCRIPTS, TEST_SCRIPTS, Scheduler
+from tests.device.harness import SCRIPTS, TEST_SCRIPTS, Scheduler, procedure_attributes
 
 pytestmark = pytest.mark.tango
 
@@ -48,7 +47,7 @@ def _fails(call: Any, *args: Any) -> tango.DevError:
 
 
 def _snapshot(oet: Scheduler) -> tuple[str, str, list[str]]:
-    attrs = sorted(a for a in oet.proxy.get_attribute_list() if re.match(r"procedure\d+", a))
+    attrs = procedure_attributes(oet.proxy, upto=2)
     return oet.proxy.procedures, oet.proxy.List(), attrs
 
 

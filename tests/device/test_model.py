@@ -60,6 +60,10 @@ def test_a_new_procedure_gets_attributes_then_its_first_values() -> None:
     assert Push("procedure1State", int(S.CREATING), archive=True) in ops
     assert model.procedure_state(1) is S.CREATING
     assert model.wait_added(1, timeout=0)
+    assert model.next_ids(2) == [2, 3]
+    # Summaries are encoded only when a push (or a read) needs them.
+    assert json.loads(pushes(ops)[2].resolve())["state"] == "CREATING"
+    assert json.loads(pushes(ops)[3].resolve())[0]["id"] == 1
 
 
 def test_every_state_change_is_pushed_but_procedures_once_per_batch() -> None:
@@ -74,6 +78,10 @@ def test_every_state_change_is_pushed_but_procedures_once_per_batch() -> None:
     )
     states = [op.value for op in ops if isinstance(op, Push) and op.attribute.endswith("State")]
     assert states == [int(S.IDLE), int(S.LOADING)]
+    # The summary is pushed once per batch, its latest version.
+    summary_pushes = [op for op in pushes(ops) if op.attribute == "procedure1Summary"]
+    assert len(summary_pushes) == 1
+    assert json.loads(summary_pushes[0].resolve())["state"] == "LOADING"
     transitions = [json.loads(op.value) for op in pushes(ops) if op.attribute == "lastTransition"]
     assert [(t["state"], t["seq"]) for t in transitions] == [("IDLE", 2), ("LOADING", 3)]
     assert [op.attribute for op in ops if isinstance(op, Push)].count("procedures") == 1
@@ -84,7 +92,8 @@ def test_removal_and_unknown_removal() -> None:
     model = DeviceModel()
     model.apply([ProcedureAdded(summary(1, S.CREATING)), ProcedureAdded(summary(2, S.CREATING))])
     ops = model.apply([ProcedureRemoved(1), ProcedureRemoved(7)])
-    assert ops == [RemoveProcedure(1), Push("procedures", model.procedures_json())]
+    assert ops == [RemoveProcedure(1), Push("procedures")]
+    assert [p["id"] for p in json.loads(pushes(ops)[0].resolve())] == [2]
     assert model.procedure_ids() == [2]
     assert model.procedure_state(1) is None
 
