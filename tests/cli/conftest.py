@@ -89,21 +89,36 @@ class Child:
 
     def wait_out(self, text: str, timeout: float = 30.0) -> None:
         """Block until a stdout line contains `text` (fails with the lines seen)."""
+        self._wait(self.out, text, timeout)
+
+    def wait_err(self, text: str, timeout: float = 30.0) -> None:
+        self._wait(self.err, text, timeout)
+
+    def _wait(self, lines: Recorder[str], text: str, timeout: float) -> None:
         try:
-            self.out.wait_for(lambda lines: any(text in line for line in lines), timeout, text)
+            lines.wait_for(lambda seen: any(text in line for line in seen), timeout, repr(text))
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\nstderr: {self.err.snapshot()}") from None
+            raise AssertionError(
+                f"{exc}\nstdout: {self.out.snapshot()}\nstderr: {self.err.snapshot()}"
+            ) from None
 
     def finish(self, timeout: float = 30.0) -> Result:
         code = self.process.wait(timeout)
-        for reader in self._readers:
-            reader.join(timeout)
+        self._close(timeout)
         return Result(code, "".join(self.out.snapshot()), "".join(self.err.snapshot()))
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._close(5.0)
+
+    def _close(self, timeout: float) -> None:
+        for reader in self._readers:
+            reader.join(timeout)  # they end at EOF, when the process has exited
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _pump(stream: TextIO, sink: Recorder[str]) -> None:
@@ -124,3 +139,17 @@ def child() -> Iterator[Callable[..., Child]]:
     yield start
     for c in started:
         c.kill()
+
+
+@pytest.fixture
+def tango_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A pytango-db database (sqlite in memory) on a free loopback port; TANGO_HOST set to it.
+
+    pytango-db's own helper starts `PyDatabaseds` from PATH: the venv's bin must be on it.
+    """
+    from databaseds.fixtures import run_pytango_db
+
+    bin_dir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("PYTANGO_DATABASE_NAME", ":memory:")
+    yield from run_pytango_db()

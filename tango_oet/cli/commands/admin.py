@@ -70,8 +70,7 @@ def _data_dir(args: argparse.Namespace, out: Output) -> Path:
         configured = []
     path = Path(configured[0]).expanduser() if configured else default_data_dir()
     source = f"DataDirectory of {args.device}" if configured else "the default"
-    if not out.json_mode:
-        out.note(f"data directory {path} ({source})")
+    out.note(f"data directory {path} ({source})")
     return path
 
 

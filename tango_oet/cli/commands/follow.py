@@ -43,8 +43,7 @@ def listen(args: argparse.Namespace, out: Output) -> int:
     else:
         stream = oet.events(output=not args.no_output)
         what = f"all procedures of {oet.name}"
-    if not out.json_mode:
-        out.note(f"listening to {what}; Ctrl-C to stop")
+    out.note(f"listening to {what}; Ctrl-C to stop")  # stderr: never mixes with --json
     try:
         with stream:
             for item in stream:
@@ -97,8 +96,7 @@ def run(args: argparse.Namespace, out: Output) -> int:
     call_args = [parse_value(a) for a in args.args]
     call_kwargs = parse_kwargs(args.call_kwarg, "--call-kwarg")
     proc = prepare_from_args(oet, args)
-    if not out.json_mode:
-        out.note(f"procedure {proc.id}; Ctrl-C stops it")
+    out.note(f"procedure {proc.id}; Ctrl-C stops it")
     view = _ProgressView(out, proc)
     try:
         with proc.iter_events() as stream, view.live():
