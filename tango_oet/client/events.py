@@ -10,9 +10,9 @@
 An `EventStream` subscribes to Tango change events when it is created and unsubscribes when
 it is closed (`close()`, the end of a `with` block, or the end of a finished iteration). The
 Tango callbacks only enqueue; iteration blocks on that queue, so it is stoppable from another
-thread (`close()`) and by Ctrl-C. Values a subscription delivers at once (the current `output`
-buffer, the last user event) are history, not news, and are not yielded; the current state of
-the followed procedure is.
+thread (`close()`) and by Ctrl-C. Values a subscription delivers at once are history: the last
+user event is not yielded, nor is the recent output of all procedures; a stream of one
+procedure does start with its current state and the output lines it has already printed.
 """
 
 from __future__ import annotations
@@ -271,7 +271,9 @@ class EventStream:
     def _dispatch(self, attr: str, value: Any, initial: bool) -> None:
         pid = self.procedure_id
         if attr == "output":
-            if initial or value is None:
+            # The first value is the device's recent output: history for a stream of all
+            # procedures, but for one procedure the lines it printed before we subscribed.
+            if (initial and pid is None) or value is None:
                 return
             for line in value if isinstance(value, list | tuple) else [value]:
                 owner, text = _split_output(str(line))

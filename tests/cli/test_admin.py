@@ -167,3 +167,16 @@ def test_envs_lists_usage_and_collects_garbage(cli: Cli, tmp_path: Path) -> None
     assert collected["removed"] == ["clones/repo-old"]
     assert [e["id"] for e in collected["entries"]] == ["repo-new"]
     assert collected["entries"][0]["bytes"] > 600
+
+
+def test_up_is_the_quick_start_command_line(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helped = cli("up", "--help")
+    assert helped.code == 0
+    assert helped.out.startswith("usage: tango-oet up [-h] [--devices DEVICES")
+    missing = cli("up", "--devices", str(tmp_path / "missing.json"))
+    assert missing.code == 1
+    assert "tango-oet up: " in missing.err and "missing.json" in missing.err
+    monkeypatch.chdir(tmp_path)  # no devices/*.json here
+    assert cli("up").code == 2

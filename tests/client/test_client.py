@@ -218,3 +218,16 @@ def test_a_scheduler_can_wrap_an_existing_proxy(start_client: StartClient) -> No
     again = Scheduler(oet.proxy)
     assert again.state() == "ON"
     assert "Idle" in again.status()
+
+
+def test_a_stream_of_one_procedure_starts_with_what_it_already_printed(
+    start_client: StartClient,
+) -> None:
+    oet = start_client()
+    other = oet.prepare("loud", source="def init():\n    print('not mine')\n\ndef main(): pass\n")
+    proc = oet.prepare("early", source="def init():\n    print('from init')\n\ndef main(): pass\n")
+    other.wait("READY", timeout=20)
+    proc.wait("READY", timeout=20)
+    with proc.iter_events(until_final=False) as stream:
+        first = take_until(stream, lambda e: isinstance(e, StateChange))
+    assert first == [OutputLine(proc.id, "from init"), StateChange(proc.id, S.READY)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,13 @@ from tango_oet.service.config import default_data_dir
 
 def up(argv: Sequence[str]) -> int:
     """`tango-oet up …` is the quick start's own command line (tango_oet.device.quickstart)."""
-    return quickstart.main(list(argv))
+    try:
+        return quickstart.main(list(argv))
+    except SystemExit as exc:  # its argparse: --help or a usage error
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except (OSError, ValueError) as exc:  # e.g. a --devices file that is missing or broken
+        print(f"tango-oet up: {exc}", file=sys.stderr)
+        return 1
 
 
 def register(args: argparse.Namespace, out: Output) -> int:
