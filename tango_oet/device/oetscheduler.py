@@ -99,6 +99,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         self._model = DeviceModel()
         self._created: set[int] = set()  # procedures whose dynamic attributes exist
         self._events_primed = False
+        self._prime_failures = 0
         self._publisher = EventPublisher(self, name=f"oet-publisher:{self.get_name()}")
         for name in _STATIC_EVENTS:
             self.set_change_event(name, True, False)
@@ -289,8 +290,10 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             admin.command_inout(
                 "ZmqEventSubscriptionChange", [self.get_name(), "", "subscribe", "intr_change"]
             )
-        except tango.DevFailed:
-            log.exception("cannot open the event channel; per-procedure attributes postponed")
+        except tango.DevFailed as exc:
+            self._prime_failures += 1
+            if self._prime_failures == 1:  # then quietly retried after every batch
+                log.error("cannot open the event channel (per-procedure attributes wait): %s", exc)
             return False
         self._events_primed = True
         return True
