@@ -8,21 +8,28 @@ import psutil
 import pytest
 
 # The multiprocessing forkserver and resource tracker are per-interpreter helpers that exit with
-# pytest itself; anything else still alive at the end was leaked by a test.
+# pytest itself; anything else still alive at the end was leaked by a test. Only DIRECT children
+# can be helpers: workers are forked by the forkserver and share its command line.
 _HELPERS = ("forkserver", "resource_tracker")
 
 
 def _leaked() -> list[psutil.Process]:
-    leaked = []
-    for child in psutil.Process().children(recursive=True):
+    me = psutil.Process()
+    helpers = set()
+    for child in me.children():
         try:
-            cmdline = " ".join(child.cmdline())
-            if child.status() == psutil.STATUS_ZOMBIE:
+            if any(h in " ".join(child.cmdline()) for h in _HELPERS):
+                helpers.add(child.pid)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    leaked = []
+    for proc in me.children(recursive=True):
+        try:
+            if proc.pid in helpers or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        if not any(h in cmdline for h in _HELPERS):
-            leaked.append(child)
+        leaked.append(proc)
     return leaked
 
 
