@@ -22,6 +22,7 @@ from typing import Any
 from tango_oet.domain.states import ProcedureState
 from tango_oet.domain.summary import ProcedureSummary, iso, utc_now
 from tango_oet.service.events import (
+    EnvironmentsChanged,
     OutputAppended,
     ProcedureAdded,
     ProcedureRemoved,
@@ -133,6 +134,7 @@ class DeviceModel:
         self._procedures_json: str | None = "[]"
         self._last_event = ""
         self._last_transition = ""
+        self._environments = '{"entries":[],"total_bytes":0,"removed":[]}'
         self._transition_seq = 0
         self._state = DeviceState.INIT
         self._status = status_text(DeviceState.INIT, 0, "")
@@ -178,6 +180,9 @@ class DeviceModel:
 
     def last_transition(self) -> str:
         return self._last_transition
+
+    def environments(self) -> str:
+        return self._environments
 
     def wait_added(self, procedure_id: int, timeout: float) -> bool:
         """Block until ProcedureAdded for `procedure_id` (or a later one) has been applied.
@@ -248,6 +253,9 @@ class DeviceModel:
                     output.extend(lines)
                 case ServiceStatusChanged(running=running, healthy=healthy, message=message):
                     ops.extend(self._status_changed(running, healthy, message))
+                case EnvironmentsChanged():
+                    self._environments = json.dumps(event.to_json(), separators=(",", ":"))
+                    ops.append(Push("environments", self._environments))
         # Every state is pushed; a summary once per batch (its latest), likewise the list.
         ops.extend(
             Push(summary_attribute(pid), compute=partial(self.procedure_summary, pid))

@@ -35,7 +35,13 @@ from tango_oet.device.model import (
 from tango_oet.device.properties import PROPERTY_DEFAULTS, config_from_properties
 from tango_oet.device.publisher import EventPublisher
 from tango_oet.domain.errors import ServiceUnavailable, UnknownProcedure
-from tango_oet.domain.requests import parse_id, parse_prepare, parse_start, parse_stop
+from tango_oet.domain.requests import (
+    parse_gc_request,
+    parse_id,
+    parse_prepare,
+    parse_start,
+    parse_stop,
+)
 from tango_oet.service import ScriptExecutionService, ServiceConfig, make_service
 from tango_oet.service.events import ProcedureAdded, ServiceEvent, ServiceStatusChanged
 
@@ -53,7 +59,15 @@ _DEV_STATE = {
 }
 _CHANGE = tango.EventType.CHANGE_EVENT
 _ARCHIVE = tango.EventType.ARCHIVE_EVENT
-_STATIC_EVENTS = ("State", "Status", "procedures", "lastEvent", "lastTransition", "output")
+_STATIC_EVENTS = (
+    "State",
+    "Status",
+    "procedures",
+    "lastEvent",
+    "lastTransition",
+    "output",
+    "environments",
+)
 _STATIC_ARCHIVE = ("State", "lastEvent", "lastTransition")
 
 
@@ -191,6 +205,16 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             summaries = self._require_service().list()
         return "[" + ",".join(s.to_json_text() for s in summaries) + "]"
 
+    @_command(
+        dtype_in=str,
+        doc_in='JSON: {"keep": N, "max_age_days": D} (both optional; defaults: the properties)',
+    )
+    def CollectGarbage(self, request: str) -> None:
+        """Remove unused clones and environments in the background; see `environments`."""
+        with tango_errors("OETScheduler.CollectGarbage"):
+            keep, max_age = parse_gc_request(request)
+            self._require_service().collect_garbage(keep, max_age)
+
     def _require_service(self) -> ScriptExecutionService:
         if self._service is None:
             raise ServiceUnavailable(f"the script execution engine is not running: {self._status}")
@@ -224,6 +248,13 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         if service is None:
             return []
         return service.recent_output()[-OUTPUT_MAX_LINES:]
+
+    @_attribute(
+        dtype=str,
+        doc='Disk usage of git clones and environments: JSON {"entries", "total_bytes", "removed"}',
+    )
+    def environments(self) -> str:
+        return self._model.environments()
 
     # ---- dynamic per-procedure attributes --------------------------------------------------
     def _read_procedure_attribute(self, attr: Any) -> None:

@@ -147,3 +147,16 @@ def parse_stop(text: str) -> StopRequest:
     if not isinstance(abort, bool):
         raise InvalidRequest("abort", f"must be true or false, got {abort!r}")
     return StopRequest(procedure_id=parse_id(obj["id"]), abort=abort)
+
+
+def parse_gc_request(text: str) -> tuple[int | None, float | None]:
+    """Parse `{"keep": N, "max_age_days": D}` (both optional) of a garbage collection."""
+    obj = _load_object(text or "{}", "request")
+    _check_keys(obj, {"keep", "max_age_days"}, "")
+    keep = obj.get("keep")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+        raise InvalidRequest("keep", f"must be an integer >= 0, got {keep!r}")
+    age = obj.get("max_age_days")
+    if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or age < 0):
+        raise InvalidRequest("max_age_days", f"must be a number >= 0, got {age!r}")
+    return keep, None if age is None else float(age)

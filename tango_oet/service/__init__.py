@@ -2,6 +2,7 @@
 
 from tango_oet.service.config import ServiceConfig
 from tango_oet.service.events import (
+    EnvironmentsChanged,
     OutputAppended,
     ProcedureAdded,
     ProcedureRemoved,
@@ -14,6 +15,7 @@ from tango_oet.service.events import (
 from tango_oet.service.service import ScriptExecutionService, make_service
 
 __all__ = [
+    "EnvironmentsChanged",
     "OutputAppended",
     "ProcedureAdded",
     "ProcedureRemoved",

@@ -66,6 +66,21 @@ class ServiceStatusChanged:
     message: str
 
 
+@dataclass(frozen=True)
+class EnvironmentsChanged:
+    """Disk usage of git clones and environments, after a build or a garbage collection."""
+
+    entries: tuple[dict[str, Any], ...]
+    removed: tuple[str, ...] = ()  # ids removed by the collection that caused this, if any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entries": list(self.entries),
+            "total_bytes": sum(int(e.get("bytes", 0)) for e in self.entries),
+            "removed": list(self.removed),
+        }
+
+
 ServiceEvent = (
     ProcedureAdded
     | StateChanged
@@ -74,4 +89,5 @@ ServiceEvent = (
     | UserEventPublished
     | OutputAppended
     | ServiceStatusChanged
+    | EnvironmentsChanged
 )

@@ -52,6 +52,7 @@ from tango_oet.execution.pool import WorkerPool
 from tango_oet.execution.supervisor import ProcessManager
 from tango_oet.service.config import ServiceConfig
 from tango_oet.service.events import (
+    EnvironmentsChanged,
     OutputAppended,
     ProcedureAdded,
     ProcedureRemoved,
@@ -77,6 +78,10 @@ class GitProvider(Protocol):
     def ensure_environment(self, source: Any, progress: Any, cancel: threading.Event) -> Any: ...
     def runtime_dir(self) -> Path: ...
     def release(self, item: Any) -> None: ...
+    def usage(self) -> builtins.list[dict[str, Any]]: ...
+    def collect_garbage(
+        self, keep: int | None = None, max_age_days: float | None = None
+    ) -> builtins.list[str]: ...
     def close(self) -> None: ...
 
 
@@ -122,6 +127,7 @@ class ScriptExecutionService:
         self._supervisor.start()
         self._pool.start()
         self._publish_status()
+        self.refresh_environments()
         return self
 
     def __enter__(self) -> ScriptExecutionService:
@@ -197,6 +203,41 @@ class ScriptExecutionService:
     @property
     def pool(self) -> WorkerPool:
         return self._pool
+
+    # ---- environments ----------------------------------------------------------------------
+    def refresh_environments(self) -> None:
+        """Publish EnvironmentsChanged with current disk usage (computed off the caller)."""
+        self._submit_git_task(lambda: ())
+
+    def collect_garbage(self, keep: int | None = None, max_age_days: float | None = None) -> None:
+        """Remove unused clones/environments in the background; EnvironmentsChanged follows."""
+        with self._lock:
+            self._check_open()
+        if self._git is None:
+            raise ScriptNotAllowed("git scripts (and so environments) are not enabled")
+        if keep is not None and keep < 0:
+            raise InvalidRequest("keep", f"must be >= 0, got {keep}")
+        if max_age_days is not None and max_age_days < 0:
+            raise InvalidRequest("max_age_days", f"must be >= 0, got {max_age_days}")
+        git = self._git
+        self._submit_git_task(lambda: tuple(git.collect_garbage(keep, max_age_days)))
+
+    def _submit_git_task(self, task: Callable[[], tuple[str, ...]]) -> None:
+        git = self._git
+        if git is None:
+            return
+
+        def run() -> None:
+            try:
+                removed = task()
+                self._emit(EnvironmentsChanged(tuple(git.usage()), removed))
+            except Exception:  # a thread boundary: the next refresh will try again
+                log.exception("environment maintenance failed")
+
+        try:
+            self._git_threads.submit(run)
+        except RuntimeError:
+            pass  # shutting down
 
     # ---- commands --------------------------------------------------------------------------
     def prepare(self, request: PrepareRequest) -> int:
@@ -491,6 +532,7 @@ class ScriptExecutionService:
                     proc.environment = env.env_id
                     self._summary_changed(proc)
                 launcher = InterpreterLauncher(env.python, env.sys_path_runtime)
+            self.refresh_environments()
             with self._lock:
                 proc.progress = None
                 if proc.state is not ProcedureState.PREP_ENV:
