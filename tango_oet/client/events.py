@@ -174,11 +174,17 @@ def _split_output(line: str) -> tuple[int, str]:
 class EventStream:
     """Subscribed change events of one OETScheduler, as an iterator of typed `Event`s.
 
-    `procedure_id=None` follows every procedure; otherwise only that one, and with
-    `until_final=True` the iteration ends once no event has arrived for `linger` seconds after
-    its final state (the device may push the last output lines just after the final state).
-    `output=False` leaves the output lines out. A followed procedure's state is read every
-    `poll_s` seconds without events, so a lost event cannot hang the iteration.
+    `procedure_id=None` follows every procedure from now on; `focus(id)` later narrows such a
+    stream to one procedure (prepared after the stream was opened: nothing of it is missed).
+    With a `procedure_id` the stream first replays that procedure's states (its history) and
+    the output lines still in the device's buffer, then follows it live.
+
+    States come from the summaries' `history` (the `procedures` attribute, or
+    `procedure<ID>Summary`), so every transition is reported once, in order, with its time,
+    even when several happen within one push. With `until_final=True` the iteration ends once
+    no event has arrived for `linger` seconds after the final state (the device may push the
+    last output lines just after it). A followed procedure's summary is read (`Describe`)
+    after `poll_s` seconds without events, so a lost event delays the stream, never hangs it.
     """
 
     def __init__(
@@ -200,53 +206,67 @@ class EventStream:
         self._poll_s = poll_s
         self._last_item = _now()
         self._queue: queue.SimpleQueue[Event | _Closed] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._event_ids: list[int] = []
+        self._lock = threading.RLock()
+        self._event_ids: dict[str, int] = {}
         self._initial: tuple[int, str] | None = None  # (thread, attribute) while subscribing
-        self._states: dict[int, ProcedureState] = {}
+        self._cursor: dict[int, int] = {}  # per procedure: history entries already reported
         self._progress: dict[int, Any] = {}
         self._last_seq = -1
-        self._use_transitions = False
+        self._replayed: list[str] = []  # output lines replayed from the first `output` value
+        self._dedupe_next_output = False
         self._closed = False
         self._finished = False
         self._final_seen = False
-        self._subscribe(output)
-
-    # ---- subscriptions -----------------------------------------------------------------------
-    def _subscribe(self, output: bool) -> None:
-        pid = self.procedure_id
-        names: list[str] = []
-        if output:
-            names.append("output")
-        names.append("lastEvent")
-        if pid is not None:
-            names += [f"procedure{pid}Summary", f"procedure{pid}State"]
-        else:
-            with translated(self._device):
-                attributes = {str(a).lower() for a in self._proxy.get_attribute_list()}
-            # lastTransition (an addition to INTERFACE.md) carries every transition; without
-            # it, state changes come from diffs of `procedures` (intermediate ones may merge).
-            self._use_transitions = "lasttransition" in attributes
-            names.append("procedures")
-            if self._use_transitions:
-                names.append("lastTransition")
         try:
-            for name in names:
-                self._initial = (threading.get_ident(), name.lower())
-                try:
-                    with translated(self._device):
-                        event_id = self._proxy.subscribe_event(
-                            name, tango.EventType.CHANGE_EVENT, self._on_event
-                        )
-                finally:
-                    self._initial = None
-                with self._lock:
-                    self._event_ids.append(event_id)
+            if procedure_id is not None:
+                self._subscribe(f"procedure{procedure_id}Summary")
+            else:
+                self._subscribe("procedures")
+            if output:
+                self._subscribe("output")
+            self._subscribe("lastEvent")
         except DeviceError:
             self.close()
             raise
-        if pid is not None and pid not in self._states:
-            self._poll_state(pid)  # the subscription's first value was an error
+        if procedure_id is not None and procedure_id not in self._cursor:
+            self._poll_summary(procedure_id)  # the subscription's first value was an error
+
+    # ---- subscriptions -----------------------------------------------------------------------
+    def _subscribe(self, name: str) -> None:
+        self._initial = (threading.get_ident(), name.lower())
+        try:
+            with translated(self._device):
+                event_id = self._proxy.subscribe_event(
+                    name, tango.EventType.CHANGE_EVENT, self._on_event
+                )
+        finally:
+            self._initial = None
+        with self._lock:
+            self._event_ids[name.lower()] = event_id
+
+    def _unsubscribe(self, name: str) -> None:
+        with self._lock:
+            event_id = self._event_ids.pop(name.lower(), None)
+        if event_id is not None:
+            try:
+                self._proxy.unsubscribe_event(event_id)
+            except tango.DevFailed:
+                pass  # the attribute may be gone (the procedure left the history)
+
+    def focus(self, procedure_id: int, *, until_final: bool = True) -> None:
+        """Follow only `procedure_id` from now on (a stream opened for all procedures).
+
+        Open the stream, prepare, then focus on the new id: every state, user event and
+        output line of the procedure is reported, even those before `focus` was called.
+        """
+        if self.procedure_id is not None:
+            raise ValueError(f"this stream already follows procedure {self.procedure_id}")
+        self.procedure_id = procedure_id
+        self._until_final = until_final
+        self._subscribe(f"procedure{procedure_id}Summary")
+        self._unsubscribe("procedures")
+        if procedure_id not in self._cursor:
+            self._poll_summary(procedure_id)
 
     def _is_initial(self, attr: str) -> bool:
         initial = self._initial
@@ -269,28 +289,44 @@ class EventStream:
             self._put(StreamError(attr, "OET_ClientParseError", repr(exc)))
 
     def _dispatch(self, attr: str, value: Any, initial: bool) -> None:
-        pid = self.procedure_id
         if attr == "output":
-            # The first value is the device's recent output: history for a stream of all
-            # procedures, but for one procedure the lines it printed before we subscribed.
-            if (initial and pid is None) or value is None:
-                return
-            for line in value if isinstance(value, list | tuple) else [value]:
-                owner, text = _split_output(str(line))
-                if pid is None or owner == pid:
-                    self._put(OutputLine(owner, text))
+            self._on_output(list(value) if value is not None else [], initial)
         elif attr == "lastevent":
             self._on_user_event(value, initial)
-        elif attr == "lasttransition":
-            if not initial and value:
-                t = json.loads(value)
-                self._on_state(int(t["id"]), ProcedureState[t["state"]], parse_time(t.get("time")))
         elif attr == "procedures":
-            self._on_procedures(value, initial)
-        elif attr.endswith("state") and pid is not None:
-            self._on_state(pid, ProcedureState(int(value)), None)
-        elif attr.endswith("summary") and pid is not None and value:
-            self._on_summary(json.loads(value))
+            for summary in json.loads(value) if value else []:
+                self._on_summary(summary, baseline=initial)
+        elif attr.endswith("summary") and value:
+            self._on_summary(json.loads(value), baseline=False)
+
+    def _on_output(self, lines: list[Any], initial: bool) -> None:
+        pid = self.procedure_id
+        with self._lock:
+            if initial:
+                # The device's recent output: history for a stream of all procedures, but for
+                # one procedure the lines it printed before the stream was opened.
+                if pid is None:
+                    return
+                self._replayed = [str(x) for x in lines if _split_output(str(x))[0] == pid]
+                self._dedupe_next_output = bool(self._replayed)
+                for line in self._replayed:
+                    self._put(OutputLine(*_split_output(line)))
+                return
+            fresh = [str(x) for x in lines]
+            if self._dedupe_next_output:
+                # Lines pushed while we subscribed are in the replay too: drop the overlap.
+                self._dedupe_next_output = False
+                mine = [x for x in fresh if _split_output(x)[0] == pid]
+                skip = _overlap(self._replayed, mine)
+                kept = []
+                for line in fresh:
+                    if skip and _split_output(line)[0] == pid:
+                        skip -= 1
+                        continue
+                    kept.append(line)
+                fresh = kept
+            for line in fresh:
+                self._put(OutputLine(*_split_output(line)))
 
     def _on_user_event(self, value: Any, initial: bool) -> None:
         if not value:
@@ -299,17 +335,15 @@ class EventStream:
         seq = int(ev.get("seq", 0))
         with self._lock:
             if initial:
-                self._last_seq = seq  # history: remember it, so a late duplicate is dropped
+                self._last_seq = max(self._last_seq, seq)  # history: not reported
                 return
             if seq <= self._last_seq:
                 return
             self._last_seq = seq
-        owner = int(ev.get("id", 0))
-        if self.procedure_id is None or owner == self.procedure_id:
             payload = ev.get("payload")
             self._put(
                 UserEvent(
-                    owner,
+                    int(ev.get("id", 0)),
                     str(ev.get("topic", "")),
                     payload if isinstance(payload, dict) else {"value": payload},
                     parse_time(ev.get("time")),
@@ -317,34 +351,30 @@ class EventStream:
                 )
             )
 
-    def _on_state(self, pid: int, state: ProcedureState, when: datetime | None) -> None:
-        with self._lock:
-            if self._states.get(pid) is state:
-                return  # the initial read and a push can both report the same state
-            self._states[pid] = state
-        self._put(StateChange(pid, state, when))
+    def _on_summary(self, summary: dict[str, Any], baseline: bool) -> None:
+        """New history entries become StateChanges, a new progress a ProgressUpdate.
 
-    def _on_summary(self, summary: dict[str, Any]) -> None:
+        `baseline` (the first value of `procedures`): what is there already is not news.
+        Summaries may arrive late or twice; the history length makes that harmless.
+        """
         pid = int(summary["id"])
+        history = summary.get("history") or []
         progress = summary.get("progress")
         with self._lock:
-            changed = self._progress.get(pid) != progress
-            self._progress[pid] = progress
-        if changed and isinstance(progress, dict):
-            self._put(ProgressUpdate(pid, Progress.from_json(progress)))
-
-    def _on_procedures(self, value: Any, initial: bool) -> None:
-        summaries = json.loads(value) if value else []
-        for s in summaries:
-            pid = int(s["id"])
-            if initial:
-                with self._lock:
-                    self._progress[pid] = s.get("progress")
-                    self._states[pid] = ProcedureState[s["state"]]
-                continue
-            if not self._use_transitions:
-                self._on_state(pid, ProcedureState[s["state"]], None)
-            self._on_summary(s)
+            if baseline:
+                self._cursor.setdefault(pid, len(history))
+                self._progress.setdefault(pid, progress)
+                return
+            start = self._cursor.get(pid, 0)
+            for state, when in history[start:]:
+                self._put(StateChange(pid, _state(state), parse_time(when)))
+            self._cursor[pid] = max(start, len(history))
+            if len(history) < start:
+                return  # an older summary than one already seen
+            if self._progress.get(pid) != progress:
+                self._progress[pid] = progress
+                if isinstance(progress, dict):
+                    self._put(ProgressUpdate(pid, Progress.from_json(progress)))
 
     def _put(self, item: Event) -> None:
         self._queue.put(item)
@@ -370,16 +400,14 @@ class EventStream:
                 if deadline is not None and _now() >= deadline:
                     return None
                 continue
-            self._last_item = _now()
             if isinstance(item, _Closed):
                 self._finished = True
                 return None
-            if (
-                self._until_final
-                and isinstance(item, StateChange)
-                and item.procedure_id == self.procedure_id
-                and item.is_final
-            ):
+            pid = self.procedure_id
+            if pid is not None and getattr(item, "procedure_id", pid) != pid:
+                continue  # queued before `focus`, of another procedure
+            self._last_item = _now()
+            if self._until_final and isinstance(item, StateChange) and item.is_final:
                 self._final_seen = True
             return item
         return None
@@ -394,24 +422,23 @@ class EventStream:
         return item
 
     def _poll_if_silent(self) -> None:
-        """After `poll_s` without any event, read the followed procedure's state: a lost event
-        (or a broken event channel) then delays the stream instead of hanging it."""
         pid = self.procedure_id
         if pid is None or self._poll_s is None or _now() - self._last_item < self._poll_s:
             return
         self._last_item = _now()
-        self._poll_state(pid)
+        self._poll_summary(pid)
 
-    def _poll_state(self, pid: int) -> None:
+    def _poll_summary(self, pid: int) -> None:
+        """Read the summary (Describe) as if it had been pushed: lost events are made good."""
         try:
-            value = self._proxy.read_attribute(f"procedure{pid}State").value
+            text = self._proxy.command_inout("Describe", pid)
         except tango.DevFailed as exc:
             first = exc.args[0] if exc.args else None
             reason = str(first.reason) if first is not None else "API_Unknown"
             desc = " ".join(str(first.desc).split()) if first is not None else ""
-            self._put(StreamError(f"procedure{pid}state", reason, desc))
+            self._put(StreamError(f"procedure{pid}summary", reason, desc))
             return
-        self._on_state(pid, ProcedureState(int(value)), None)
+        self._on_summary(json.loads(text), baseline=False)
 
     @property
     def finished(self) -> bool:
@@ -428,12 +455,9 @@ class EventStream:
             if self._closed:
                 return
             self._closed = True
-            ids, self._event_ids = self._event_ids, []
-        for event_id in ids:
-            try:
-                self._proxy.unsubscribe_event(event_id)
-            except tango.DevFailed:
-                pass  # the attribute may be gone (the procedure left the history)
+            names = list(self._event_ids)
+        for name in names:
+            self._unsubscribe(name)
         self._queue.put(_CLOSED)
 
     def __enter__(self) -> EventStream:
@@ -451,6 +475,21 @@ class EventStream:
         which = "all procedures" if self.procedure_id is None else f"procedure {self.procedure_id}"
         status = "closed" if self._closed else "open"
         return f"<EventStream {self._device} {which}, {status}>"
+
+
+def _state(name: object) -> ProcedureState:
+    try:
+        return ProcedureState[str(name)]
+    except KeyError:
+        return ProcedureState.UNKNOWN
+
+
+def _overlap(replayed: list[str], fresh: list[str]) -> int:
+    """The largest k with fresh[:k] == replayed[-k:]: lines received twice."""
+    for k in range(min(len(replayed), len(fresh)), 0, -1):
+        if fresh[:k] == replayed[-k:]:
+            return k
+    return 0
 
 
 def _now() -> float:

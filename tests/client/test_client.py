@@ -141,15 +141,19 @@ def test_iter_events_yields_states_user_events_progress_and_output_in_order(
     assert isinstance(seen[-1], (OutputLine, StateChange))
 
 
-def test_iter_events_of_an_ended_procedure_yields_its_state_and_ends(
+def test_iter_events_of_an_ended_procedure_replays_its_history_and_ends(
     start_client: StartClient,
 ) -> None:
     oet = start_client()
     proc = oet.prepare("raises", source=RAISES)
     proc.start(force=True)
     proc.wait(timeout=20)
+    history = proc.summary().history
     with proc.iter_events(linger=0.05) as stream:
-        assert drain(stream) == [StateChange(proc.id, S.FAILED)]
+        items = drain(stream)
+    assert items == [StateChange(proc.id, state) for state, _ in history]
+    assert [e.time for e in items if isinstance(e, StateChange)] == [t for _, t in history]
+    assert items[-1] == StateChange(proc.id, S.FAILED)
 
 
 def test_scheduler_events_follow_all_procedures_until_closed_from_another_thread(
@@ -229,5 +233,30 @@ def test_a_stream_of_one_procedure_starts_with_what_it_already_printed(
     other.wait("READY", timeout=20)
     proc.wait("READY", timeout=20)
     with proc.iter_events(until_final=False) as stream:
-        first = take_until(stream, lambda e: isinstance(e, StateChange))
-    assert first == [OutputLine(proc.id, "from init"), StateChange(proc.id, S.READY)]
+        first = take_until(stream, lambda e: isinstance(e, OutputLine))
+    assert first == [
+        *(StateChange(proc.id, s) for s in [S.CREATING, S.IDLE, S.LOADING, S.INITIALISING]),
+        StateChange(proc.id, S.READY),
+        OutputLine(proc.id, "from init"),
+    ]
+
+
+def test_a_stream_focused_after_prepare_misses_nothing(start_client: StartClient) -> None:
+    oet = start_client()
+    source = "def init():\n    print('init ran')\n\ndef main():\n    print('main ran')\n"
+    with oet.events() as stream:
+        noise = oet.prepare("noise", source=source)
+        proc = oet.prepare("early", source=source)
+        stream.focus(proc.id)
+        proc.start(force=True)
+        noise.start(force=True)
+        items = drain(stream)
+    assert [e for e in items if isinstance(e, StateChange)] == [
+        StateChange(proc.id, s) for s in LIFECYCLE
+    ]
+    assert [e for e in items if isinstance(e, OutputLine)] == [
+        OutputLine(proc.id, "init ran"),
+        OutputLine(proc.id, "main ran"),
+    ]
+    with pytest.raises(ValueError, match="already follows procedure"):
+        stream.focus(noise.id)

@@ -95,11 +95,18 @@ def run(args: argparse.Namespace, out: Output) -> int:
         args.args, args.script = [args.script, *args.args], None
     call_args = [parse_value(a) for a in args.args]
     call_kwargs = parse_kwargs(args.call_kwarg, "--call-kwarg")
-    proc = prepare_from_args(oet, args)
+    # Subscribed before Prepare, so nothing the procedure does is missed.
+    stream = oet.events()
+    try:
+        proc = prepare_from_args(oet, args)
+        stream.focus(proc.id)
+    except BaseException:
+        stream.close()
+        raise
     out.note(f"procedure {proc.id}; Ctrl-C stops it")
     view = _ProgressView(out, proc)
     try:
-        with proc.iter_events() as stream, view.live():
+        with stream, view.live():
             try:
                 proc.start(args.function, *call_args, force=True, **call_kwargs)
             except IllegalTransition:
