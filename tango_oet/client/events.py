@@ -10,9 +10,9 @@
 An `EventStream` subscribes to Tango change events when it is created and unsubscribes when
 it is closed (`close()`, the end of a `with` block, or the end of a finished iteration). The
 Tango callbacks only enqueue; iteration blocks on that queue, so it is stoppable from another
-thread (`close()`) and by Ctrl-C. Values a subscription delivers at once are history: the last
-user event is not yielded, nor is the recent output of all procedures; a stream of one
-procedure does start with its current state and the output lines it has already printed.
+thread (`close()`) and by Ctrl-C. A stream of one procedure starts by replaying its history
+(states so far, output still in the device's buffer); a stream of all procedures reports only
+what happens after it was opened.
 """
 
 from __future__ import annotations

@@ -151,8 +151,9 @@ class Procedure:
     ) -> EventStream:
         """Its state changes, user events, progress and output lines, as they happen.
 
-        Starts with the current state. With `until_final` the iteration ends shortly after the
-        final state; `close()` (or leaving a `with` block) ends it at any time.
+        Starts by replaying its states so far and the output still in the device's buffer.
+        With `until_final` the iteration ends shortly after the final state; `close()` (or
+        leaving a `with` block) ends it at any time.
         """
         return EventStream(
             self._scheduler.proxy,
