@@ -223,6 +223,10 @@ class DeviceModel:
         summaries: dict[int, None] = {}  # procedures whose summary changed, in order
         added: list[int] = []
         for event in events:
+            if output and isinstance(event, StateChanged | UserEventPublished):
+                # Lines the script printed before this state change or event go out first.
+                ops.extend(Push("output", c) for c in chunk_lines(output, self._chunk_lines))
+                output = []
             match event:
                 case ProcedureAdded(summary=summary):
                     added.append(summary.id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-
 SWITCH_INTERVAL_S = 0.0005
 
 

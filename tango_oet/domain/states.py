@@ -26,6 +26,9 @@ class ProcedureState(enum.IntEnum):
     FAILED = 11
     UNKNOWN = 12
 
+    def __str__(self) -> str:  # an IntEnum prints its number on 3.11; people want the label
+        return self.name
+
 
 class Trigger(enum.Enum):
     """What happened to a procedure: a command accepted, a worker report or a process fact."""

@@ -98,21 +98,38 @@ def test_removal_and_unknown_removal() -> None:
     assert model.procedure_state(1) is None
 
 
-def test_user_events_are_each_pushed_and_output_is_coalesced_in_chunks() -> None:
+def test_user_events_are_each_pushed_and_output_keeps_its_place_in_chunks() -> None:
     model = DeviceModel(output_chunk_lines=3)
     ops = model.apply(
         [
             UserEventPublished(1, "a", {"x": 1}, "t1", 1),
             OutputAppended(("1 a", "1 b")),
-            UserEventPublished(1, "b", {}, "t2", 2),
             OutputAppended(("1 c", "1 d")),
+            UserEventPublished(1, "b", {}, "t2", 2),
+            OutputAppended(("1 e",)),
         ]
     )
-    assert [op.attribute for op in pushes(ops)] == ["lastEvent", "lastEvent", "output", "output"]
-    assert [op.value for op in pushes(ops)[2:]] == [["1 a", "1 b", "1 c"], ["1 d"]]
+    assert [(op.attribute, op.value if op.attribute == "output" else None)
+            for op in pushes(ops)] == [
+        ("lastEvent", None),
+        ("output", ["1 a", "1 b", "1 c"]),
+        ("output", ["1 d"]),
+        ("lastEvent", None),
+        ("output", ["1 e"]),
+    ]  # fmt: skip
     assert json.loads(model.last_event()) == {
         "id": 1, "topic": "b", "payload": {}, "time": "t2", "seq": 2
     }  # fmt: skip
+
+
+def test_output_printed_before_a_state_change_is_pushed_before_it() -> None:
+    model = DeviceModel()
+    model.apply([ProcedureAdded(summary(1, S.CREATING))])
+    ops = model.apply(
+        [OutputAppended(("1 last line",)), StateChanged(1, S.COMPLETE, summary(1, S.COMPLETE))]
+    )
+    names = [op.attribute for op in pushes(ops)]
+    assert names.index("output") < names.index("procedure1State")
 
 
 def test_device_state_follows_the_service_status_and_fault_sticks() -> None:
