@@ -122,14 +122,16 @@ class Output:
 
     def summaries(self, summaries: Sequence[Summary]) -> None:
         headers = ("ID", "STATE", "SCRIPT", "STARTED", "DURATION", "RESULT / ERROR")
+        # Shorten for a human's terminal only: piped output is for programs, keep it whole.
+        fit = shorten if self.console is not None else _whole
         rows = [
             (
                 str(s.id),
                 s.state.name,
-                shorten(s.script_uri, 50),
+                fit(s.script_uri, 50),
                 iso_short(s.started),
                 format_duration(s.duration()),
-                shorten(s.outcome(), 60),
+                fit(s.outcome(), 60),
             )
             for s in summaries
         ]
@@ -200,3 +202,7 @@ def _call_text(function: str, args: Sequence[Any], kwargs: dict[str, Any]) -> st
     parts = [json.dumps(a, default=str) for a in args]
     parts += [f"{k}={json.dumps(v, default=str)}" for k, v in kwargs.items()]
     return f"{function}({', '.join(parts)})"
+
+
+def _whole(text: str, width: int) -> str:
+    return text
