@@ -14,6 +14,7 @@ docs/device.md for why this and not NO_SYNC.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -34,7 +35,7 @@ from tango_oet.device.model import (
 )
 from tango_oet.device.properties import PROPERTY_DEFAULTS, config_from_properties
 from tango_oet.device.publisher import EventPublisher
-from tango_oet.domain.errors import ServiceUnavailable, UnknownProcedure
+from tango_oet.domain.errors import ServiceUnavailable
 from tango_oet.domain.requests import (
     parse_gc_request,
     parse_id,
@@ -50,6 +51,11 @@ log = logging.getLogger(__name__)
 OUTPUT_MAX_LINES = 10000  # max_dim_x of `output`
 PUBLISH_WAIT_S = 2.0  # Prepare waits at most this long for its attributes to exist
 SPARE_IDS = 2  # procedure ids whose attributes are created ahead of their Prepare
+# cppTango pushes an interface-change event ~50 ms after each add/remove_attribute from its
+# DevIntrThread, which then needs the device monitor; an add made under the monitor while that
+# push is pending was seen to stall the device for the monitor's 3 s timeout. Deferred
+# (spare) creations therefore keep clear of the previous structural change.
+STRUCTURAL_SPACING_S = 0.25
 
 _DEV_STATE = {
     DeviceState.INIT: DevState.INIT,
@@ -113,6 +119,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         self._model = DeviceModel()
         self._created: set[int] = set()  # procedures whose dynamic attributes exist
         self._events_primed = False
+        self._last_structural_change = 0.0
         self._prime_failures = 0
         self._publisher = EventPublisher(self, name=f"oet-publisher:{self.get_name()}")
         for name in _STATIC_EVENTS:
@@ -269,13 +276,12 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             else:
                 value = self._model.procedure_summary(procedure_id)
         if value is None:
-            procedure_id = parsed[0] if parsed else 0
-            tango.Except.throw_exception(
-                UnknownProcedure.reason,
-                f"no procedure with id {procedure_id} (yet: the attributes of the next "
-                "procedure ids exist before their Prepare)",
-                f"OETScheduler.read_{name}",
-            )
+            # A spare: the attributes of the next procedure ids exist before their Prepare.
+            # INVALID quality (no value), not an error, so a subscription made now (a
+            # dashboard opened before Prepare; TangoGQL treats an error as a failed
+            # subscription and falls back to polling) is a real one and sees every state.
+            attr.set_value_date_quality(0, time.time(), tango.AttrQuality.ATTR_INVALID)
+            return
         attr.set_value(value)
 
     def _add_procedure_attributes(self, procedure_id: int) -> None:
@@ -287,6 +293,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         for spec in PROCEDURE_ATTRIBUTES:
             name = spec.name(procedure_id)
             self.add_attribute(spec.build(procedure_id), self._read_procedure_attribute)
+            self._last_structural_change = time.monotonic()
             self.set_change_event(name, True, False)
             if spec.archive:
                 self.set_archive_event(name, True, False)
@@ -300,6 +307,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             name = spec.name(procedure_id)
             try:
                 self.remove_attribute(name, free_it=True, clean_db=True)
+                self._last_structural_change = time.monotonic()
             except tango.DevFailed:
                 log.exception("cannot remove attribute %s", name)
             # pytango keeps a bound read wrapper per dynamic attribute on the instance.
@@ -349,6 +357,8 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             return True  # the admin device (needed to open the event channel) is not up yet
         if not self._prime_event_channel():
             return False
+        if time.monotonic() - self._last_structural_change < STRUCTURAL_SPACING_S:
+            return True  # retried on the next quiet period
         with tango.AutoTangoMonitor(self):
             missing = [i for i in self._model.next_ids(SPARE_IDS) if i not in self._created]
             if not missing:

@@ -129,17 +129,16 @@ def test_next_procedure_attributes_exist_ahead_so_a_client_can_see_every_state(
     interface.wait_for(
         lambda lists: any("procedure1State" in names for names in lists), 10, "spare attributes"
     )
-    with pytest.raises(tango.DevFailed) as info:
-        oet.proxy.read_attribute("procedure1State")
-    assert info.value.args[0].reason == "OET_UnknownProcedure"
-    assert "no procedure with id 1" in info.value.args[0].desc
+    spare = oet.proxy.read_attribute("procedure1State")
+    assert spare.quality == tango.AttrQuality.ATTR_INVALID and spare.value is None
 
-    # Subscribed before Prepare: the first event is the failed read, then every state.
+    # Subscribed before Prepare (a real subscription: the first event is the INVALID value),
+    # then every state.
     oet.events.subscribe("procedure1State")
     pid = oet.prepare_source("def init():\n    pass\n\ndef main():\n    return 1\n")
     assert pid == 1
     oet.start(pid)
     states = oet.events.wait_value("procedure1State", "COMPLETE")
-    assert states == ["CREATING", "IDLE", "LOADING", "INITIALISING", "READY", "RUNNING",
-                      "COMPLETE"]  # fmt: skip
+    assert states == [None, "CREATING", "IDLE", "LOADING", "INITIALISING", "READY",
+                      "RUNNING", "COMPLETE"]  # fmt: skip
     oet.proxy.unsubscribe_event(event_id)

@@ -321,12 +321,6 @@ def test_a_rejected_command_reports_the_offending_field_and_changes_nothing(
         assert json.loads(attrs["procedures"]["value"]) == []
 
 
-@pytest.mark.xfail(
-    reason="the device creates procedure<N>State ahead of Prepare and its read raises; "
-    "tangogql treats the error first event as a failed subscription and polls every 3 s "
-    "(retrying events only after 60 s), so a dashboard opened before Prepare misses states",
-    strict=False,
-)
 def test_a_dashboard_subscribed_before_prepare_gets_change_events(
     gql: TangoGQL, start_oet: Callable[..., Server], tmp_path: Path
 ) -> None:
