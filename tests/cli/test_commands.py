@@ -173,6 +173,19 @@ def test_run_complete_exits_0_and_shows_output_events_and_result(cli: Cli, devic
     assert "procedure 1; Ctrl-C stops it\n" in result.err
 
 
+def test_run_of_another_function_ends_when_it_returns(
+    cli: Cli, device: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "calib.py"
+    script.write_text("def calibrate(n):\n    return n * 2\n\ndef main():\n    pass\n")
+    result = cli("run", "--device", device, "--function", "calibrate", "--embedded",
+                 str(script), "21")  # fmt: skip
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[-1].endswith(": 42")
+    # run made the procedure, so run ends it: nothing is left prepared.
+    assert Scheduler(device).procedure(1).wait_final(timeout=10).state.name == "STOPPED"
+
+
 def test_run_failed_exits_1_with_the_error(cli: Cli, device: str, tmp_path: Path) -> None:
     script = tmp_path / "broken.py"
     script.write_text(RAISES)

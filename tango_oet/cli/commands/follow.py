@@ -114,8 +114,16 @@ def run(args: argparse.Namespace, out: Output) -> int:
             except DeviceError:
                 _stop_quietly(proc)  # do not leave a prepared procedure behind
                 raise
+            running = False
             for item in stream:
                 view.show(item)
+                if isinstance(item, StateChange):
+                    running = running or item.state is ProcedureState.RUNNING
+                    # Any function but main returns the procedure to READY: that is its end.
+                    if running and item.state is ProcedureState.READY:
+                        break
+        if args.function != "main" and proc.state is ProcedureState.READY:
+            return _report_call(out, proc)
         summary = proc.wait_final(timeout=args.timeout)
     except KeyboardInterrupt:
         return _interrupted(proc, out, args.stop_timeout)
@@ -124,19 +132,28 @@ def run(args: argparse.Namespace, out: Output) -> int:
     return code
 
 
+def _report_call(out: Output, proc: Procedure) -> int:
+    """A function other than main returned: report it, then end the procedure `run` made."""
+    summary = proc.summary()
+    _stop_quietly(proc)
+    _report(out, summary, 0)
+    return 0
+
+
 def _report(out: Output, summary: Summary, code: int) -> None:
     if out.json_mode:
         out.json({"type": "summary", "exit_code": code, "summary": summary.raw})
         return
-    took = format_duration(summary.duration())
+    duration = format_duration(summary.duration())
+    took = f" after {duration}" if duration else ""
     state = summary.state.name
     if summary.error is not None:
-        out.line(f"{state} after {took}: {summary.error.one_line()}", style="bold red")
+        out.line(f"{state}{took}: {summary.error.one_line()}", style="bold red")
         if summary.error.traceback:
             out.note(summary.error.traceback.rstrip())
     else:
         outcome = summary.outcome()
-        text = f"{state} after {took}" + (f": {outcome}" if outcome else "")
+        text = f"{state}{took}" + (f": {outcome}" if outcome else "")
         out.line(text, style=f"bold {out.state_style(summary.state)}")
 
 
