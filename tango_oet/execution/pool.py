@@ -9,12 +9,15 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from tango_oet.execution.launcher import Launcher, WorkerProcess, WorkerStartError
 
 log = logging.getLogger(__name__)
+
+REFILL_DELAY_S = 0.05  # after a take, before launching its replacement (if others are warm)
 
 #: Receives the handshaken worker, or the exception that prevented it.
 WorkerCallback = Callable[[WorkerProcess | None, BaseException | None], None]
@@ -39,6 +42,7 @@ class WorkerPool:
         self._launching = 0  # default-launcher launches in flight meant for the idle stock
         self._cond = threading.Condition()
         self._closed = False
+        self._last_take = 0.0
         self._threads = [
             threading.Thread(target=self._run, name=f"oet-pool-{i}", daemon=True)
             for i in range(max(1, threads))
@@ -58,6 +62,7 @@ class WorkerPool:
                 raise RuntimeError("worker pool is shut down")
             if launcher.key == self.default_launcher.key:
                 worker = self._take_idle_locked()
+                self._last_take = time.monotonic()
             if worker is None:
                 self._requests.append(_Request(launcher, callback))
             self._cond.notify()
@@ -96,6 +101,13 @@ class WorkerPool:
                 if self._requests:
                     request: _Request | None = self._requests.popleft()
                 else:
+                    # Refilling right after a take would fork (and warm up) a new worker on
+                    # the same cores that are loading the script just handed out: wait a
+                    # moment, unless the stock is empty and the next Prepare would wait.
+                    delay = self._last_take + REFILL_DELAY_S - time.monotonic()
+                    if self._idle and delay > 0:
+                        self._cond.wait(delay)
+                        continue
                     request = None
                     self._launching += 1
             launcher = request.launcher if request else self.default_launcher

@@ -237,13 +237,18 @@ class ScriptWorker:
     # ---- main thread -------------------------------------------------------------------------
     def run(self) -> int:
         _warm_up()
-        threading.Thread(target=self._receive, name="oet-receiver", daemon=True).start()
         threading.Thread(target=self.channel.flush_forever, name="oet-flusher", daemon=True).start()
         self.channel.send(m.WorkerReady, os.getpid(), sys.executable)
         try:
-            load = self._work.get()
+            # While idle in the pool only a Load (or a Stop) can come: the main thread reads
+            # it itself, saving a thread hand-over on the Prepare path. The receiver thread
+            # starts once there is a script to pause or stop.
+            try:
+                load = self._conn.recv()
+            except (EOFError, OSError):
+                return EXIT_OK  # the pool closed us
             if not isinstance(load, m.LoadScript):
-                return EXIT_OK if isinstance(load, _Stop) else EXIT_PROTOCOL_ERROR
+                return EXIT_OK if isinstance(load, m.StopScript) else EXIT_PROTOCOL_ERROR
             self._capture_output(load.procedure_id)
             scripting._install(self)
             if not self._load(load):
@@ -281,6 +286,7 @@ class ScriptWorker:
 
     def _load(self, load: m.LoadScript) -> bool:
         self.channel.send(m.LoadStarted)
+        threading.Thread(target=self._receive, name="oet-receiver", daemon=True).start()
         self._script_name = load.name
         try:
             for entry in reversed(load.sys_path):
