@@ -54,8 +54,8 @@ SPARE_IDS = 2  # procedure ids whose attributes are created ahead of their Prepa
 # cppTango pushes an interface-change event ~50 ms after each add/remove_attribute from its
 # DevIntrThread, which then needs the device monitor; an add made under the monitor while that
 # push is pending was seen to stall the device for the monitor's 3 s timeout. Deferred
-# (spare) creations therefore keep clear of the previous structural change.
-STRUCTURAL_SPACING_S = 0.25
+# (spare) creations therefore wait until that push is surely out.
+STRUCTURAL_SPACING_S = 0.1
 
 _DEV_STATE = {
     DeviceState.INIT: DevState.INIT,
