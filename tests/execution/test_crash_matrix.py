@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
+import psutil
 import pytest
 
 from tango_oet.domain import ProcedureState as S
@@ -263,3 +265,46 @@ def _stop(pid: int):  # type: ignore[no-untyped-def]
 
 def _output(engine: Engine) -> list[str]:
     return [ln for e in engine.events.snapshot() if isinstance(e, OutputAppended) for ln in e.lines]
+
+
+def test_a_process_surviving_sigkill_is_unknown_and_still_killed_later(
+    make_engine: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor's kills are made ineffective (as for a process stuck in the kernel):
+    the procedure becomes UNKNOWN after StopKillSeconds, yet the supervisor keeps trying, and
+    once a kill works the process is reaped: it is never forgotten while alive."""
+    from tango_oet.execution.launcher import WorkerProcess
+    from tango_oet.execution.supervisor import StopDeadlines
+
+    engine: Engine = make_engine(deadlines=StopDeadlines(0.01, 0.05, 0.2))
+    pid = engine.prepare_source(
+        STARTED
+        + """
+import signal
+def init():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def main():
+    publish("started")
+    while True:
+        pass
+"""
+    )
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    wait_started(engine, pid)
+    worker = engine.service.describe(pid).pid
+    assert worker is not None
+    real_kill = WorkerProcess.kill_group
+    monkeypatch.setattr(WorkerProcess, "kill_group", lambda self: None)
+    engine.service.stop(_stop(pid))
+    summary = engine.wait_state(pid, S.UNKNOWN)
+    assert summary.error is not None and summary.error.type == "WorkerLost"
+    assert psutil.pid_exists(worker) and worker in engine.service.worker_pids()
+    monkeypatch.setattr(WorkerProcess, "kill_group", real_kill)  # the next re-kill works
+    _wait_gone(worker)
+    engine.events.wait_for(
+        lambda _: worker not in engine.service.worker_pids(), 10, "the lost worker reaped"
+    )
+    final = engine.service.describe(pid)
+    assert final.state is S.UNKNOWN  # final: it stays UNKNOWN, now with how it ended
+    assert final.error is not None and final.error.signal == "SIGKILL"
