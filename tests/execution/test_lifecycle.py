@@ -321,3 +321,35 @@ def test_shutdown_stops_everything(make_engine) -> None:  # type: ignore[no-unty
     for w in workers:
         assert_pid_gone(w)
     assert engine.service.worker_pids() == []
+
+
+def test_stop_with_abort_runs_the_abort_script_with_the_init_arguments(
+    make_engine: Callable[..., Engine], tmp_path: Path
+) -> None:
+    abort = tmp_path / "abort.py"
+    abort.write_text("args = None\ndef init(*a, **k):\n    global args\n    args = [a, k]\n"
+                     "def main():\n    return args\n")  # fmt: skip
+    engine: Engine = make_engine(abort_script=abort, pool_size=2)
+    pid = engine.prepare_source(LOOP.replace("def main():", "def init(sub, mode=None):\n"
+                                             "    pass\ndef main():"), 3, mode="fast")  # fmt: skip
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    started(engine, pid)
+    engine.service.stop(StopRequest(pid, abort=True))
+    stopped = engine.wait_state(pid, S.STOPPED)
+    engine.events.wait_for(
+        lambda _: engine.service.describe(pid).abort_procedure is not None, 10, "abort prepared"
+    )
+    aborter = engine.service.describe(pid).abort_procedure
+    assert aborter is not None and stopped.state is S.STOPPED
+    summary = engine.wait_state(aborter, S.COMPLETE)
+    assert summary.calls[0].result == [[3], {"mode": "fast"}]
+
+
+def test_abort_without_an_abort_script_is_rejected_and_changes_nothing(engine: Engine) -> None:
+    pid = engine.prepare_source("def main():\n    pass\n")
+    engine.wait_state(pid, S.READY)
+    with pytest.raises(InvalidRequest, match="no abort script") as err:
+        engine.service.stop(StopRequest(pid, abort=True))
+    assert err.value.field == "abort"
+    assert engine.service.describe(pid).state is S.READY
