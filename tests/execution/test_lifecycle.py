@@ -353,3 +353,11 @@ def test_abort_without_an_abort_script_is_rejected_and_changes_nothing(engine: E
         engine.service.stop(StopRequest(pid, abort=True))
     assert err.value.field == "abort"
     assert engine.service.describe(pid).state is S.READY
+
+
+def test_spawn_start_method_runs_procedures_too(make_engine: Callable[..., Engine]) -> None:
+    engine: Engine = make_engine(start_method="spawn")
+    pid = engine.prepare_source("import sys\ndef main():\n    return 'spawned'\n")
+    engine.wait_state(pid, S.READY, timeout=60)
+    engine.start(pid)
+    assert engine.wait_state(pid, S.COMPLETE).calls[0].result == "spawned"
