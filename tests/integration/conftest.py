@@ -35,6 +35,14 @@ DEFINITION = HERE / "oet-test.json"
 _counter = itertools.count(1)
 
 
+def _mariadb_answers() -> bool:
+    try:
+        ping = subprocess.run(["mysqladmin", "--silent", "ping"], capture_output=True, check=False)
+    except FileNotFoundError:
+        return False
+    return ping.returncode == 0
+
+
 @pytest.fixture(
     scope="module",
     params=["pytango-db", pytest.param("mariadb", marks=pytest.mark.mariadb)],
@@ -48,6 +56,16 @@ def tango_db(
             pytest.skip(
                 f"{CPP_DATABASEDS} is not installed: run .ci/setup-mariadb-tango-db.sh first"
             )
+        if not _mariadb_answers():
+            # Installed but not running (e.g. after a reboot): the setup script only starts it.
+            done = subprocess.run(
+                [str(REPO / ".ci" / "setup-mariadb-tango-db.sh")],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if not _mariadb_answers():
+                pytest.skip(f"MariaDB is not running and could not be started: {done.stderr}")
         db = start_cpp_databaseds(tmp)
     else:
         db = start_pytango_db(tmp)
