@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -142,6 +143,57 @@ class LineWriter(io.TextIOBase):
         return False
 
 
+class FdCapture:
+    """Output written to file descriptors 1 and 2 (subprocesses, C extensions) as lines.
+
+    The descriptors are redirected into a pipe; a thread forwards what arrives, and `drain`
+    (called before every message to the parent) forwards what is already in the pipe, so
+    lines a subprocess wrote before a call returned arrive before its result.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self._fd = read_end
+        self._lock = threading.Lock()
+        self._partial = b""
+        threading.Thread(target=self._forward, name="oet-fd-output", daemon=True).start()
+
+    def _forward(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while True:
+            poller.poll()
+            if not self.drain():
+                return
+
+    def drain(self, final: bool = False) -> bool:
+        """Forward what the pipe holds now (and, if `final`, an unfinished line); False at EOF."""
+        with self._lock:
+            data, open_ = [], True
+            while True:
+                try:
+                    chunk = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    open_ = False
+                    break
+                data.append(chunk)
+            *lines, self._partial = (self._partial + b"".join(data)).split(b"\n")
+            if final and self._partial:
+                lines.append(self._partial)
+                self._partial = b""
+            if lines:
+                text = [ln.decode("utf-8", "replace")[:MAX_LINE_CHARS] for ln in lines]
+                self._channel.add_lines("stdout", text)
+            return open_
+
+
 class _Stop:
     """Queue marker: leave the main loop (stop requested or parent gone)."""
 
@@ -158,6 +210,7 @@ class ScriptWorker:
         self._paused = False
         self._module: types.ModuleType | None = None
         self._script_name = "script"
+        self._fd_capture: FdCapture | None = None
 
     # ---- scripting.Runtime -----------------------------------------------------------------
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
@@ -271,10 +324,12 @@ class ScriptWorker:
                 self._report("idle", exc)
             return EXIT_OK
         finally:
-            _flush_std_streams()
+            self._flush_output(final=True)
             self.channel.flush()
 
     def _capture_output(self, procedure_id: int) -> None:
+        _flush_std_streams()
+        self._fd_capture = FdCapture(self.channel)
         sys.stdout = LineWriter(self.channel, "stdout")
         sys.stderr = LineWriter(self.channel, "stderr")
         threading.current_thread().name = f"procedure-{procedure_id}"
@@ -319,7 +374,7 @@ class ScriptWorker:
                     and getattr(obj, "__module__", None) == module.__name__
                 )
             )
-            _flush_std_streams()
+            self._flush_output()
             self.channel.send(m.Loaded, functions, json_safe(result))
             return True
         except BaseException as exc:
@@ -336,7 +391,7 @@ class ScriptWorker:
             if not callable(fn):
                 raise AttributeError(f"{self._script_name} has no function {call.function!r}")
             result = fn(*call.args, **call.kwargs)
-            _flush_std_streams()
+            self._flush_output(final=is_main)  # main is the last call: no line left behind
             self.channel.send(m.CallReturned, call.call_id, call.function, json_safe(result))
             return True, is_main
         except BaseException as exc:
@@ -346,8 +401,13 @@ class ScriptWorker:
             with self._resume:
                 self._paused = False
 
-    def _report(self, phase: str, exc: BaseException) -> None:
+    def _flush_output(self, final: bool = False) -> None:
         _flush_std_streams()
+        if self._fd_capture is not None:
+            self._fd_capture.drain(final)
+
+    def _report(self, phase: str, exc: BaseException) -> None:
+        self._flush_output(final=True)
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.channel.send(m.ScriptFailed, phase, type(exc).__name__, str(exc), tb)
 

@@ -308,3 +308,27 @@ def main():
     final = engine.service.describe(pid)
     assert final.state is S.UNKNOWN  # final: it stays UNKNOWN, now with how it ended
     assert final.error is not None and final.error.signal == "SIGKILL"
+
+
+def test_output_of_subprocesses_and_raw_file_descriptors_is_captured(engine: Engine) -> None:
+    pid = engine.prepare_source("""
+import os, subprocess
+def main():
+    print("python print")
+    subprocess.run(["echo", "from a child process"], check=True)
+    os.write(2, b"raw stderr\\nno newline at the end")
+    return "done"
+""")
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    engine.wait_state(pid, S.COMPLETE)
+    engine.service.flush_events()
+    lines = _output(engine)
+    for line in ("python print", "from a child process", "raw stderr", "no newline at the end"):
+        assert f"{pid} {line}" in lines
+    # Lines written before main returned are delivered before its COMPLETE.
+    events = engine.events.snapshot()
+    complete = next(i for i, e in enumerate(events) if getattr(e, "state", None) is S.COMPLETE)
+    before = [ln for e in events[:complete] if isinstance(e, OutputAppended) for ln in e.lines]
+    for line in ("from a child process", "raw stderr", "no newline at the end"):
+        assert f"{pid} {line}" in before
