@@ -142,3 +142,16 @@ def test_next_procedure_attributes_exist_ahead_so_a_client_can_see_every_state(
     assert states == [None, "CREATING", "IDLE", "LOADING", "INITIALISING", "READY",
                       "RUNNING", "COMPLETE"]  # fmt: skip
     oet.proxy.unsubscribe_event(event_id)
+
+
+def test_a_burst_of_prepares_gets_every_procedures_attributes(start_device: StartDevice) -> None:
+    """More Prepares than spare attributes, back to back: each procedure's attributes must
+    exist and read (an add_attribute racing cppTango's interface-change push once stalled
+    the device for 3 s and lost an attribute)."""
+    oet = start_device(PoolSize=1, HistoryLength=2)
+    ids = [oet.prepare_source("def main():\n    return 1\n") for _ in range(8)]
+    assert ids == list(range(1, 9))
+    for pid in ids:
+        state = oet.proxy.read_attribute(f"procedure{pid}State")
+        assert state.quality == tango.AttrQuality.ATTR_VALID, pid
+        assert json.loads(oet.proxy.read_attribute(f"procedure{pid}Summary").value)["id"] == pid
