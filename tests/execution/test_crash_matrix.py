@@ -16,6 +16,21 @@ from tests.execution.conftest import Engine, assert_pid_gone
 STARTED = """
 from tango_oet.scripting import publish
 """
+IGNORES_SIGTERM = (
+    STARTED
+    + """
+import signal
+def init():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def main():
+    publish("started")
+    while True:
+        try:
+            pass
+        except BaseException:  # not even an exception raised in it stops this loop
+            pass
+"""
+)
 
 
 def wait_started(engine: Engine, pid: int) -> None:
@@ -171,21 +186,7 @@ def test_script_ignoring_sigterm_is_killed(make_engine) -> None:  # type: ignore
     from tango_oet.execution.supervisor import StopDeadlines
 
     engine: Engine = make_engine(deadlines=StopDeadlines(0.01, 0.2, 3.0))
-    pid = engine.prepare_source(
-        STARTED
-        + """
-import signal
-def init():
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-def main():
-    publish("started")
-    while True:
-        try:
-            pass
-        except BaseException:
-            pass
-"""
-    )
+    pid = engine.prepare_source(IGNORES_SIGTERM)
     engine.wait_state(pid, S.READY)
     engine.start(pid)
     wait_started(engine, pid)
@@ -277,18 +278,7 @@ def test_a_process_surviving_sigkill_is_unknown_and_still_killed_later(
     from tango_oet.execution.supervisor import StopDeadlines
 
     engine: Engine = make_engine(deadlines=StopDeadlines(0.01, 0.05, 0.2))
-    pid = engine.prepare_source(
-        STARTED
-        + """
-import signal
-def init():
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-def main():
-    publish("started")
-    while True:
-        pass
-"""
-    )
+    pid = engine.prepare_source(IGNORES_SIGTERM)
     engine.wait_state(pid, S.READY)
     engine.start(pid)
     wait_started(engine, pid)
