@@ -156,7 +156,10 @@ class ScriptExecutionService:
                     self._apply(proc, Trigger.PROCESS_EXITED)
         if self._git is not None:
             self._git.close()
-        self._pump.flush(timeout=10.0)
+        try:
+            self._pump.flush(timeout=10.0)
+        except TimeoutError:  # a stuck subscriber must not keep the engine from stopping
+            log.error("events still undelivered at shutdown; stopping the pump anyway")
         self._pump.stop()
 
     # ---- subscriptions -------------------------------------------------------------------
