@@ -11,6 +11,11 @@ from tango_oet.domain.scripts import Script, parse_script
 
 _IDENT_MAX = 200
 
+#: How deeply containers in call arguments may nest. Deeper data is refused at the door: it
+#: gains a script nothing, and ~900 levels break pickling (RecursionError) on the way to the
+#: worker, or JSON rendering of summaries.
+MAX_NESTING = 64
+
 
 @dataclass(frozen=True)
 class ProcedureInput:
@@ -21,6 +26,38 @@ class ProcedureInput:
 
     def to_json(self) -> dict[str, Any]:
         return {"args": list(self.args), "kwargs": dict(self.kwargs)}
+
+    def check(self, name: str) -> None:
+        """Raise InvalidRequest naming `name.args[i]`/`name.kwargs.k` if it nests too deeply."""
+        prefix = f"{name}." if name else ""
+        for i, value in enumerate(self.args):
+            check_nesting(value, f"{prefix}args[{i}]")
+        for key, value in self.kwargs.items():
+            check_nesting(value, f"{prefix}kwargs.{key}")
+
+
+def check_nesting(value: object, name: str, limit: int = MAX_NESTING) -> None:
+    """Raise InvalidRequest(name) if lists/tuples/dicts in `value` nest deeper than `limit`.
+
+    Iterative, so it cannot itself overflow the stack; a container that contains itself is
+    infinitely deep and refused. Shared sub-containers are walked once per depth at most.
+    """
+    stack: list[tuple[object, int]] = [(value, 1)]
+    seen: dict[int, int] = {}
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise InvalidRequest(name, f"nests deeper than {limit} levels of lists/objects")
+        if seen.get(id(item), limit + 1) <= depth:
+            continue
+        seen[id(item)] = depth
+        stack.extend((child, depth + 1) for child in children)
 
 
 @dataclass(frozen=True)
@@ -48,6 +85,8 @@ def _load_object(text: str, what: str) -> dict[str, Any]:
         obj = json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as exc:
         raise InvalidRequest(what, f"is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(what, f"nests deeper than {MAX_NESTING} levels") from None
     if not isinstance(obj, dict):
         raise InvalidRequest(what, f"must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -79,10 +118,12 @@ def parse_input(obj: object, name: str) -> ProcedureInput:
     if not isinstance(obj, dict):
         raise InvalidRequest(name, f"must be an object with args/kwargs, got {obj!r}")
     _check_keys(obj, {"args", "kwargs"}, name)
-    return ProcedureInput(
+    parsed = ProcedureInput(
         args=tuple(_parse_args(obj.get("args", []), f"{name}.args")),
         kwargs=_parse_kwargs(obj.get("kwargs", {}), f"{name}.kwargs"),
     )
+    parsed.check(name)
+    return parsed
 
 
 def _parse_args(value: object, name: str) -> list[Any]:
@@ -127,13 +168,15 @@ def parse_start(text: str) -> StartRequest:
     force = obj.get("force", False)
     if not isinstance(force, bool):
         raise InvalidRequest("force", f"must be true or false, got {force!r}")
+    call = ProcedureInput(
+        args=tuple(_parse_args(obj.get("args", []), "args")),
+        kwargs=_parse_kwargs(obj.get("kwargs", {}), "kwargs"),
+    )
+    call.check("")
     return StartRequest(
         procedure_id=parse_id(obj["id"]),
         function=parse_function_name(obj.get("function", "main")),
-        call=ProcedureInput(
-            args=tuple(_parse_args(obj.get("args", []), "args")),
-            kwargs=_parse_kwargs(obj.get("kwargs", {}), "kwargs"),
-        ),
+        call=call,
         force=force,
     )
 

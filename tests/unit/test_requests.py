@@ -128,3 +128,29 @@ def test_any_text_is_parsed_or_rejected_with_a_typed_error(text: str) -> None:
             parse(text)
         except InvalidRequest:
             pass
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [65, 900, 5000])
+def test_deeply_nested_arguments_are_refused_naming_the_field(depth: int) -> None:
+    # ~900 levels used to reach the worker pipe and kill an engine thread (RecursionError).
+    deep = "[" * depth + "1" + "]" * depth  # as a client sends it; json.dumps would overflow
+    prepare = '{"script": "file:///s.py", "init": {"args": [' + deep + "]}}"
+    with pytest.raises(InvalidRequest) as prepared:
+        parse_prepare(prepare)
+    assert prepared.value.field in ("init.args[0]", "request")
+    start = '{"id": 1, "kwargs": {"deep": ' + deep + "}}"
+    with pytest.raises(InvalidRequest) as started:
+        parse_start(start)
+    assert started.value.field in ("kwargs.deep", "request")
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    request = parse_start(json.dumps({"id": 1, "args": [_nested(63)]}))
+    assert request.call.args == (_nested(63),)
