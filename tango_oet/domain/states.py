@@ -47,6 +47,7 @@ class Trigger(enum.Enum):
     PROCESS_EXITED = "process_exited"  # the worker process was reaped
     FAILED = "failed"  # the script raised, or the worker died unexpectedly
     LOST = "lost"  # the process could not be reaped after SIGKILL
+    SERVER_RESTARTED = "server_restarted"  # found not final in the store by a new server
 
 
 S = ProcedureState
@@ -80,6 +81,9 @@ for _state in _ACTIVE:
     _table[(_state, T.LOST)] = S.UNKNOWN
     # A worker that exits while its procedure is active died without saying why.
     _table[(_state, T.PROCESS_EXITED)] = S.FAILED
+for _state in (*_ACTIVE, S.STOPPING):
+    # The server went away while the procedure was live; its process was swept at start.
+    _table[(_state, T.SERVER_RESTARTED)] = S.FAILED
 
 TRANSITIONS: Mapping[tuple[ProcedureState, Trigger], ProcedureState] = MappingProxyType(_table)
 

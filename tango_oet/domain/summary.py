@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tango_oet.domain.requests import ProcedureInput
-from tango_oet.domain.scripts import Script
+from tango_oet.domain.scripts import EmbeddedScript, FilesystemScript, GitRef, GitScript, Script
 from tango_oet.domain.states import ProcedureState
 
 
@@ -120,3 +120,72 @@ class ProcedureSummary:
 
     def to_json_text(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _script_from_json(obj: dict[str, Any]) -> Script:
+    uri = str(obj["uri"])
+    match obj["kind"]:
+        case "filesystem":
+            return FilesystemScript(path=uri[len("file://") :])
+        case "git":
+            git = obj.get("git") or {}
+            ref = GitRef(
+                repo=str(git.get("repo", "")),
+                branch=git.get("branch"),
+                tag=git.get("tag"),
+                commit=git.get("requested_commit"),
+            )
+            return GitScript(
+                path=uri[len("git://") :], git=ref, create_env=bool(git.get("create_env"))
+            )
+        case _:  # the source is not part of the record: a restored procedure never runs again
+            return EmbeddedScript(name=uri[len("embedded://") :], source="")
+
+
+def summary_from_json(obj: dict[str, Any]) -> ProcedureSummary:
+    """The inverse of `ProcedureSummary.to_json` (for summaries read back from the store)."""
+    error = obj.get("error")
+    progress = obj.get("progress")
+    script = obj["script"]
+    git = script.get("git") or {}
+    return ProcedureSummary(
+        id=int(obj["id"]),
+        state=ProcedureState[obj["state"]],
+        script=_script_from_json(script),
+        init=ProcedureInput(
+            args=tuple(obj["init"].get("args", ())), kwargs=dict(obj["init"].get("kwargs", {}))
+        ),
+        history=tuple((ProcedureState[s], _time(t)) for s, t in obj["history"]),
+        calls=tuple(
+            CallRecord(
+                function=c["function"],
+                call=ProcedureInput(
+                    args=tuple(c.get("args", ())), kwargs=dict(c.get("kwargs", {}))
+                ),
+                time=_time(c["time"]),
+                finished=_time(c["finished"]) if c.get("finished") else None,
+                result=c.get("result"),
+            )
+            for c in obj.get("calls", ())
+        ),
+        progress=Progress(progress["done"], progress["total"], progress.get("message", ""))
+        if progress
+        else None,
+        error=ErrorInfo(
+            error["type"],
+            error["message"],
+            error.get("traceback", ""),
+            error.get("exitcode"),
+            error.get("signal"),
+        )
+        if error
+        else None,
+        pid=obj.get("pid"),
+        git_commit=git.get("commit"),
+        environment=script.get("environment"),
+        abort_procedure=obj.get("abort_procedure"),
+    )

@@ -31,6 +31,9 @@ class ServiceConfig:
     git_no_index: bool = False  # install only from git_find_links (air-gapped sites, tests)
     env_keep: int = 20  # environments/clones kept by garbage collection
     env_max_age_days: float | None = None
+    # The device's name: with one, history is durable (a store under data_dir) and every
+    # process a worker starts is contained; without (engine tests), both stay in memory.
+    instance_name: str = ""
 
     def __post_init__(self) -> None:
         if self.pool_size < 0:

@@ -47,6 +47,20 @@ class Procedure:
     def __post_init__(self) -> None:
         self.history.append((self.state, utc_now()))
 
+    @classmethod
+    def restored(cls, summary: ProcedureSummary) -> Procedure:
+        """The record of a procedure a previous server ran, as it was stored (no process)."""
+        proc = cls(id=summary.id, script=summary.script, init=summary.init, state=summary.state)
+        proc.history[:] = summary.history
+        proc.calls = list(summary.calls)
+        proc.progress = summary.progress
+        proc.error = summary.error
+        proc.pid = summary.pid
+        proc.git_commit = summary.git_commit
+        proc.environment = summary.environment
+        proc.abort_procedure = summary.abort_procedure
+        return proc
+
     def apply(self, trigger: Trigger) -> ProcedureState:
         """Move along the transition table (raises IllegalTransition) and record the time."""
         self.state = next_state(self.state, trigger, self.id)

@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,8 +40,16 @@ from tango_oet.domain.states import (
     Trigger,
     is_final,
 )
-from tango_oet.domain.summary import ErrorInfo, ProcedureSummary, Progress, iso
+from tango_oet.domain.summary import (
+    ErrorInfo,
+    ProcedureSummary,
+    Progress,
+    iso,
+    summary_from_json,
+    utc_now,
+)
 from tango_oet.execution import messages as m
+from tango_oet.execution.containment import Containment, KillReport, instance_token
 from tango_oet.execution.launcher import (
     ContextLauncher,
     ExitInfo,
@@ -64,6 +73,7 @@ from tango_oet.service.events import (
 )
 from tango_oet.service.procedure import PendingCall, Procedure
 from tango_oet.service.pump import EventPump, Subscriber
+from tango_oet.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +117,14 @@ class ScriptExecutionService:
             maxlen=self.config.output_lines_kept
         )
         self._pump = EventPump()
+        self._store: Store | None = None
+        self._containment: Containment | None = None
+        if self.config.instance_name:
+            self._store, self._containment = _durable_parts(self.config)
         self._supervisor = ProcessManager(self, self.config.deadlines)
         self._pool = WorkerPool(
-            launcher or ContextLauncher(self.config.start_method), self.config.pool_size
+            launcher or ContextLauncher(self.config.start_method, containment=self._containment),
+            self.config.pool_size,
         )
         self._git = git
         self._git_threads = concurrent.futures.ThreadPoolExecutor(
@@ -124,6 +139,8 @@ class ScriptExecutionService:
                 return self
             self._started = True
         self._pump.start()
+        swept = self._containment.sweep() if self._containment is not None else []
+        self._restore(swept)
         self._supervisor.start()
         self._pool.start()
         self._publish_status()
@@ -156,11 +173,48 @@ class ScriptExecutionService:
                     self._apply(proc, Trigger.PROCESS_EXITED)
         if self._git is not None:
             self._git.close()
+        if self._containment is not None:
+            for report in self._containment.close():
+                log.warning("at shutdown, containment killed %s", report)
+        if self._store is not None:
+            self._store.close()
         try:
             self._pump.flush(timeout=10.0)
         except TimeoutError:  # a stuck subscriber must not keep the engine from stopping
             log.error("events still undelivered at shutdown; stopping the pump anyway")
         self._pump.stop()
+
+    def _restore(self, swept: builtins.list[KillReport]) -> None:
+        """Show the stored history again; what was live when the server went away is FAILED."""
+        if self._store is None:
+            return
+        restored = self._store.restore(self.config.history_length, self.config.output_lines_kept)
+        unaccounted = {r.procedure_id for r in swept if r.survivors}
+        restarted = iso(utc_now())
+        with self._lock:
+            self._output.extend(restored.output)
+            for obj in restored.summaries:
+                try:
+                    proc = Procedure.restored(summary_from_json(obj))
+                except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                    log.error("stored procedure %r is unreadable, skipped: %r", obj.get("id"), exc)
+                    continue
+                self._procedures[proc.id] = proc
+                if not is_final(proc.state):
+                    was = proc.state.name
+                    lost = proc.id in unaccounted
+                    proc.error = ErrorInfo(
+                        "ServerRestarted",
+                        f"the server went away while procedure {proc.id} was {was}; found at "
+                        f"the restart at {restarted}"
+                        + (
+                            ", its processes survived SIGKILL and are still being killed"
+                            if lost
+                            else ", its processes were killed"
+                        ),
+                    )
+                    proc.apply(Trigger.LOST if lost else Trigger.SERVER_RESTARTED)
+                self._emit(ProcedureAdded(proc.summary()))
 
     # ---- subscriptions -------------------------------------------------------------------
     def subscribe(self, callback: Subscriber) -> int:
@@ -193,11 +247,18 @@ class ScriptExecutionService:
         """(healthy, why): false if an engine thread died."""
         if self._failure is not None:
             return False, self._failure
+        if self._store is not None:
+            ok, why = self._store.health()
+            if not ok:
+                return False, why
         if self._started and not self._closed:
             if not self._supervisor.is_alive():
                 return False, "supervisor thread is not running"
             if not self._pump.is_alive():
                 return False, "event pump thread is not running"
+        warning = self._containment.warning if self._containment is not None else None
+        if warning:
+            return True, f"engine healthy; WARNING: process containment degraded: {warning}"
         return True, "engine healthy"
 
     def worker_pids(self) -> builtins.list[int]:
@@ -258,8 +319,10 @@ class ScriptExecutionService:
                 self._git.check_allowed(script.git.repo)
         with self._lock:
             self._check_open()
-            proc = Procedure(id=self._next_id, script=script, init=request.init)
-            self._next_id += 1
+        procedure_id = self._allocate_id()  # may write to disk: outside the lock
+        with self._lock:
+            self._check_open()
+            proc = Procedure(id=procedure_id, script=script, init=request.init)
             self._procedures[proc.id] = proc
             self._emit(ProcedureAdded(proc.summary()))
             self._prune_locked()
@@ -399,7 +462,27 @@ class ScriptExecutionService:
             self._on_final(proc)
         return True
 
+    def _allocate_id(self) -> int:
+        """A procedure id this device never gave before (across restarts, with a store)."""
+        if self._store is not None:
+            return self._store.allocate_id()
+        with self._lock:
+            allocated = self._next_id
+            self._next_id += 1
+            return allocated
+
     def _emit(self, event: ServiceEvent) -> None:
+        if self._store is not None:
+            # Every summary change, user event and output line passes here, in order.
+            match event:
+                case (
+                    ProcedureAdded(summary=s) | StateChanged(summary=s) | SummaryChanged(summary=s)
+                ):
+                    self._store.save(s)
+                case UserEventPublished():
+                    self._store.append_event(event.procedure_id, event.to_json())
+                case OutputAppended():
+                    pass  # stored per procedure where the lines arrive (on_worker_message)
         self._pump.publish(event)
 
     def _summary_changed(self, proc: Procedure) -> None:
@@ -441,11 +524,10 @@ class ScriptExecutionService:
     def _start_abort(self, proc: Procedure) -> None:
         assert self.config.abort_script is not None
         abort = Procedure(
-            id=self._next_id,
+            id=self._allocate_id(),
             script=FilesystemScript(str(self.config.abort_script)),
             init=proc.init,
         )
-        self._next_id += 1
         abort.pending.append(PendingCall("main", ProcedureInput()))
         self._procedures[abort.id] = abort
         proc.abort_procedure = abort.id
@@ -481,6 +563,7 @@ class ScriptExecutionService:
                 return
             proc.worker = worker
             proc.pid = worker.pid
+            worker.assign(proc.id)
             self._apply(proc, Trigger.WORKER_ATTACHED)
             self._supervisor.watch(proc.id, worker)
             script = proc.script
@@ -534,7 +617,9 @@ class ScriptExecutionService:
                     proc.leases.append(env)
                     proc.environment = env.env_id
                     self._summary_changed(proc)
-                launcher = InterpreterLauncher(env.python, env.sys_path_runtime)
+                launcher = InterpreterLauncher(
+                    env.python, env.sys_path_runtime, containment=self._containment
+                )
             self.refresh_environments()
             with self._lock:
                 proc.progress = None
@@ -590,6 +675,8 @@ class ScriptExecutionService:
                     self._emit(UserEventPublished(proc.id, topic, payload, stamp, self._event_seq))
                 case m.OutputLines(lines=lines):
                     formatted = tuple(f"{proc.id} {line}" for line in lines)
+                    if self._store is not None:
+                        self._store.append_output(proc.id, lines)
                     self._output.extend(formatted)
                     self._emit(OutputAppended(formatted))
                 case m.ProgressReport(done=done, total=total, message=message):
@@ -655,6 +742,21 @@ class ScriptExecutionService:
     def on_supervisor_failed(self, error: BaseException) -> None:
         self._failure = f"supervisor thread died: {error!r}"
         self._emit(ServiceStatusChanged(self.running_count(), False, self._failure))
+
+
+def _durable_parts(config: ServiceConfig) -> tuple[Store, Containment]:
+    """The store and the containment of a named device; both live under its data directory."""
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", config.instance_name)
+    store = Store(config.data_dir / "history" / f"{key}.sqlite3")
+    try:
+        containment = Containment.for_instance(
+            instance_token(config.instance_name, str(config.data_dir.resolve())),
+            config.data_dir / "containment" / key,
+        )
+    except BaseException:
+        store.close()
+        raise
+    return store, containment
 
 
 def make_service(config: ServiceConfig, **kwargs: Any) -> ScriptExecutionService:

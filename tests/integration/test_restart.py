@@ -74,7 +74,8 @@ class Watcher:
         return [int(p) for p in payload["pids"]]
 
     def close(self) -> None:
-        for sub in self.subscriptions:
+        subscriptions, self.subscriptions = self.subscriptions, []
+        for sub in subscriptions:
             try:
                 self.proxy.unsubscribe_event(sub)
             except tango.DevFailed:
