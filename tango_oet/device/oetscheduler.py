@@ -13,6 +13,7 @@ docs/device.md for why this and not NO_SYNC.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -131,6 +132,8 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             config = config_from_properties(
                 {name: getattr(self, name) for name in PROPERTY_DEFAULTS}
             )
+            # Named: the history is durable and every worker's descendants are contained.
+            config = dataclasses.replace(config, instance_name=self.get_name())
             service = self.create_service(config)
         except Exception as exc:  # a bad property or an engine that cannot start: FAULT
             log.exception("cannot create the script execution service")
