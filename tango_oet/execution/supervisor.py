@@ -167,9 +167,10 @@ class ProcessManager:
                 self._advance_ladders()
         except BaseException as exc:  # the supervisor must never die silently
             log.exception("supervisor thread failed")
-            self._listener.on_supervisor_failed(exc)
+            # Kill first: nobody watches these processes any more, so none may run on.
             for w in list(self._watched.values()):
                 w.worker.kill_group()
+            self._listener.on_supervisor_failed(exc)
             raise
 
     def _drain_inbox(self, shutdown: _Shutdown | None) -> _Shutdown | None:

@@ -740,7 +740,26 @@ class ScriptExecutionService:
             self._apply(proc, Trigger.LOST)
 
     def on_supervisor_failed(self, error: BaseException) -> None:
+        """No process is watched any more: no live procedure may look alive (it was killed)."""
         self._failure = f"supervisor thread died: {error!r}"
+        with self._lock:
+            for proc in list(self._procedures.values()):
+                if is_final(proc.state):
+                    continue
+                attached = proc.worker is not None
+                proc.error = ErrorInfo(
+                    "SupervisorFailed",
+                    f"the supervisor thread died ({error!r}) while procedure {proc.id} was "
+                    f"{proc.state.name}"
+                    + (
+                        f"; its worker {proc.pid} was sent SIGKILL but cannot be reaped"
+                        if attached
+                        else ""
+                    ),
+                )
+                proc.worker = None
+                # Killed but never reaped: its fate cannot be established, hence UNKNOWN.
+                self._apply(proc, Trigger.LOST if attached else Trigger.FAILED)
         self._emit(ServiceStatusChanged(self.running_count(), False, self._failure))
 
 

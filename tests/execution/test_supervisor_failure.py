@@ -1,0 +1,47 @@
+"""If the supervisor thread dies, no procedure pretends to be alive and the engine says so."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from tango_oet.domain import ProcedureState as S
+from tango_oet.execution.supervisor import ProcessManager
+from tests.execution.conftest import Engine, assert_pid_gone
+
+WAIT = """
+from tango_oet.scripting import checkpoint, publish
+def main():
+    publish("started")
+    while True:
+        checkpoint()
+"""
+
+
+# The supervisor re-raises after reporting, so its death is also in the thread's traceback.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_supervisor_ends_every_live_procedure_and_reports_unhealthy(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = engine.prepare_source(WAIT)
+    engine.wait_state(running, S.READY)
+    engine.start(running, "main")
+    engine.wait_state(running, S.RUNNING)
+    worker = engine.service.describe(running).pid
+
+    def broken(self: ProcessManager) -> None:
+        raise RuntimeError("injected fault in the supervisor loop")
+
+    monkeypatch.setattr(ProcessManager, "_advance_ladders", broken)
+    engine.service.pause(running)  # any request wakes the loop, which now dies
+
+    summary = engine.wait_state(running, S.UNKNOWN, S.FAILED)
+    assert summary.error is not None
+    assert summary.error.type == "SupervisorFailed"
+    assert "injected fault" in summary.error.message
+    healthy, why = engine.service.health()
+    assert not healthy
+    assert "supervisor" in why
+    assert worker is not None
+    psutil.wait_procs([psutil.Process(worker)], timeout=5.0)  # SIGKILLed: ends at once
+    assert_pid_gone(worker)
