@@ -55,6 +55,14 @@ class _Reserve:
 
 
 @dataclass(frozen=True)
+class _Settle:
+    """At a clean close: the unused rest of the reserved block is given back (no gap)."""
+
+    counter: str
+    value: int
+
+
+@dataclass(frozen=True)
 class _Flush:
     done: Future[None]
 
@@ -63,7 +71,7 @@ class _Stop:
     pass
 
 
-_Item = ProcedureSummary | _Output | _Event | _Reserve | _Flush | _Stop
+_Item = ProcedureSummary | _Output | _Event | _Reserve | _Settle | _Flush | _Stop
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,9 @@ class Store:
     def close(self) -> None:
         """Commit what is queued, then stop the writer and close the file; idempotent."""
         if self._thread.is_alive():
+            with self._id_lock:
+                self._queue.put(_Settle("procedure", self._next_id))
+                self._limit = self._next_id  # any later allocation reserves again
             self._queue.put(_Stop())
             self._thread.join(timeout=30.0)
         try:
@@ -209,6 +220,7 @@ class Store:
         outputs: list[_Output] = []
         events: list[_Event] = []
         reserves: list[_Reserve] = []
+        settles: list[_Settle] = []
         flushes: list[_Flush] = []
         for item in batch:
             match item:
@@ -220,10 +232,12 @@ class Store:
                     events.append(item)
                 case _Reserve():
                     reserves.append(item)
+                case _Settle():
+                    settles.append(item)
                 case _Flush():
                     flushes.append(item)
         try:
-            self._commit(summaries, outputs, events, reserves)
+            self._commit(summaries, outputs, events, reserves, settles)
         except Exception as exc:  # a thread boundary: keep the data, report, retry later
             message = f"cannot write the store {self.path}: {exc}"
             if self._failure is None:
@@ -251,6 +265,7 @@ class Store:
         outputs: list[_Output],
         events: list[_Event],
         reserves: list[_Reserve],
+        settles: list[_Settle],
     ) -> None:
         now = iso(utc_now())
         conn = self._conn
@@ -261,6 +276,12 @@ class Store:
                     "INSERT INTO counters (name, value) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
                     (r.counter, r.upto),
+                )
+            for settle in settles:
+                conn.execute(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (settle.counter, settle.value),
                 )
             conn.executemany(
                 "INSERT INTO procedures (id, state, script, created, updated, summary) "

@@ -56,6 +56,15 @@ def test_ids_are_never_given_twice_even_when_the_server_was_killed(path: Path) -
     second.close()
 
 
+def test_after_a_clean_close_ids_continue_without_a_gap(path: Path) -> None:
+    store = Store(path)
+    assert [store.allocate_id() for _ in range(3)] == [1, 2, 3]
+    store.close()
+    reopened = Store(path)
+    assert reopened.allocate_id() == 4
+    reopened.close()
+
+
 def test_ids_continue_after_the_highest_stored_procedure(path: Path) -> None:
     store = Store(path)
     store.save(_summary(500))
