@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import threading
 import time
@@ -14,6 +13,14 @@ from typing import Any
 
 from tango_oet.domain.errors import EnvironmentError_, ScriptNotAllowed
 from tango_oet.domain.scripts import GitScript
+from tango_oet.domain.urls import (
+    Credentials,
+    GitUrl,
+    GitUrlError,
+    check_pattern,
+    git_url_allowed,
+    parse_git_url,
+)
 from tango_oet.environments.builder import (
     BuildOptions,
     build_venv,
@@ -74,7 +81,10 @@ class EnvironmentManager:
         if keep < 0:
             raise ValueError(f"keep must be >= 0, got {keep}")
         self.data_dir = Path(data_dir)
-        self.git_allow = tuple(git_allow)
+        try:
+            self.git_allow = tuple(check_pattern(p) for p in git_allow)
+        except GitUrlError as exc:
+            raise ValueError(f"GitAllowList: {exc}") from None
         self.keep = keep
         self.max_age_days = max_age_days
         self.auto_gc = auto_gc
@@ -103,11 +113,26 @@ class EnvironmentManager:
 
     # ---- public API -------------------------------------------------------------------------
     def check_allowed(self, repo: str) -> None:
-        """Raise ScriptNotAllowed unless `repo` matches a pattern of the allow-list."""
-        if not any(fnmatch.fnmatchcase(repo, pattern) for pattern in self.git_allow):
+        """Raise ScriptNotAllowed unless `repo`, normalised, matches a pattern of the allow-list.
+
+        Matching is done on the normalised URL (domain/urls.py): no `..`, no credentials.
+        """
+        self._allowed_url(repo)
+
+    def _allowed_url(self, repo: str) -> GitUrl:
+        try:
+            url = parse_git_url(repo)
+        except GitUrlError as exc:
+            raise ScriptNotAllowed(f"git repository refused: {exc}") from None
+        if not self.git_allow:
             raise ScriptNotAllowed(
-                f"git repository {repo!r} is not allowed (allowed: {list(self.git_allow)})"
+                f"git repository {url.url!r} is not allowed: GitAllowList is empty"
             )
+        if not git_url_allowed(url, self.git_allow):
+            raise ScriptNotAllowed(
+                f"git repository {url.url!r} is not allowed by GitAllowList {list(self.git_allow)}"
+            )
+        return url
 
     def resolve(
         self, script: GitScript, progress: ProgressSink, cancel: threading.Event
@@ -115,24 +140,25 @@ class EnvironmentManager:
         """Pin the script's ref to a full commit and return a leased checkout of it."""
         self._start(cancel)
         ref = script.git
-        self.check_allowed(ref.repo)
+        repo = self._allowed_url(ref.repo).url  # == ref.repo: GitRef holds it normalised
+        creds = ref.credentials
         rel = _script_relpath(script.path)
         want = ref.commit.lower() if ref.commit else None
         if want is None:
-            progress("resolving", 0, 1, f"resolving {ref.describe()} of {ref.repo}")
+            progress("resolving", 0, 1, f"resolving {ref.describe()} of {repo}")
             want = self._git_tool().remote_commit(ref, cancel)
             progress("resolving", 1, 1, f"{ref.describe()} is {want}")
         elif not FULL_SHA_RE.match(want):
-            want = self._cached_full_sha(ref.repo, want) or want
-        entry = self._clone(ref.repo, want, progress, cancel)
+            want = self._cached_full_sha(repo, want) or want
+        entry = self._clone(repo, want, progress, cancel, creds)
         try:
             checkout = entry.path / "src"
             commit = str(entry.meta["commit"])
-            script_path = _locate_script(checkout, rel, ref.repo, commit)
+            script_path = _locate_script(checkout, rel, repo, commit)
         except BaseException:
             self._release_lease("clone", entry.entry_id)
             raise
-        return ResolvedSource(ref.repo, commit, checkout, script_path)
+        return ResolvedSource(repo, commit, checkout, script_path)
 
     def ensure_environment(
         self, source: ResolvedSource, progress: ProgressSink, cancel: threading.Event
@@ -223,7 +249,12 @@ class EnvironmentManager:
 
     # ---- clones -----------------------------------------------------------------------------
     def _clone(
-        self, repo: str, want: str, progress: ProgressSink, cancel: threading.Event
+        self,
+        repo: str,
+        want: str,
+        progress: ProgressSink,
+        cancel: threading.Event,
+        creds: Credentials | None = None,
     ) -> Entry:
         if FULL_SHA_RE.match(want):
             eid = entry_id(repo, want)
@@ -238,14 +269,14 @@ class EnvironmentManager:
                 eid,
                 repo,
                 want,
-                lambda sink, c: self._fetch(repo, want, sink, c),
+                lambda sink, c: self._fetch(repo, want, sink, c, creds),
                 progress,
                 cancel,
             )
         # A short sha is only known after fetching; share the job by what was asked for.
         key = "short-" + entry_id(repo, want)
         fetched = self._clones.run(
-            key, lambda sink, c: self._fetch(repo, want, sink, c), progress, cancel
+            key, lambda sink, c: self._fetch(repo, want, sink, c, creds), progress, cancel
         )
         commit = str(fetched.meta["commit"])
         entry = self._lease_existing("clone", fetched.entry_id, repo, commit, cancel)
@@ -254,7 +285,12 @@ class EnvironmentManager:
         return entry
 
     def _fetch(
-        self, repo: str, want: str, progress: ProgressSink, cancel: threading.Event
+        self,
+        repo: str,
+        want: str,
+        progress: ProgressSink,
+        cancel: threading.Event,
+        creds: Credentials | None = None,
     ) -> Entry:
         """Runs in a SingleFlight thread: fetch `want` into a temporary dir and publish it."""
         full = FULL_SHA_RE.match(want) is not None
@@ -271,7 +307,7 @@ class EnvironmentManager:
             try:
                 progress("cloning", 0, 1, f"fetching {want} from {repo}")
                 self._count("clones")
-                sha = self._git_tool().checkout_commit(repo, want, tmp / "src", cancel)
+                sha = self._git_tool().checkout_commit(repo, want, tmp / "src", cancel, creds)
                 eid = entry_id(repo, sha)
                 if lock is None:  # short sha: only now do we know which entry this is
                     lock = self._store.lock("clone", eid)

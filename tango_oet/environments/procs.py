@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tango_oet.domain.errors import EnvironmentError_
+from tango_oet.domain.urls import redact_text
 
 OUTPUT_TAIL_CHARS = 4000
 _POLL_MIN_S = 0.001
@@ -27,7 +28,7 @@ class Completed:
     """The outcome of a command that ran to its end."""
 
     returncode: int
-    output: str  # stdout and stderr interleaved
+    output: str  # stdout and stderr interleaved, credentials redacted
 
     def tail(self, chars: int = OUTPUT_TAIL_CHARS) -> str:
         text = self.output.strip()
@@ -55,11 +56,14 @@ def run(
     timeout: float,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
 ) -> Completed:
     """Run `cmd` to completion in its own process group; raise Cancelled or a timeout error.
 
     Output goes to an unlinked temporary file rather than a pipe, so a chatty child can never
-    block on a full pipe while we are not reading, and no reader thread is needed.
+    block on a full pipe while we are not reading, and no reader thread is needed. It is
+    redacted before anyone sees it: URL credentials (git, pip and uv echo URLs, some with a
+    `user:token@` from a project's dependencies) and the given `secrets` become `***`.
     """
     argv = [str(c) for c in cmd]
     with tempfile.TemporaryFile() as out:
@@ -83,7 +87,7 @@ def run(
             _kill_group(proc.pid)
             proc.wait()
         out.seek(0)
-        output = out.read().decode("utf-8", errors="replace")
+        output = redact_text(out.read().decode("utf-8", errors="replace"), secrets)
     if outcome == "cancelled":
         raise Cancelled()
     if outcome == "timeout":
