@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tango_oet.execution import worker as worker_module
+from tango_oet.execution.containment import Containment, Placement
 from tango_oet.execution.messages import ParentMessage, WorkerMessage, WorkerReady
 
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -110,6 +111,7 @@ class WorkerProcess:
     _seq: int = 0
     exit_info: ExitInfo | None = None
     last_received_seq: int = 0  # kept by the reader (handshake, then the supervisor)
+    placement: Placement | None = None  # where containment finds everything it started
 
     @property
     def sentinel(self) -> int:
@@ -132,8 +134,18 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
 
+    def assign(self, procedure_id: int) -> None:
+        """The worker now runs `procedure_id` (so a sweep after a crash can name it)."""
+        if self.placement is not None:
+            self.placement.assign(procedure_id)
+
     def kill_group(self) -> None:
-        """SIGKILL the worker's process group: the worker and anything its script started."""
+        """SIGKILL the worker and everything its script started (its cgroup, or its tree).
+
+        Does not wait; `close()` (after the reap) kills and waits for any leftovers.
+        """
+        if self.placement is not None:
+            self.placement.kill()
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -147,11 +159,14 @@ class WorkerProcess:
         return self.exit_info
 
     def close(self) -> None:
+        """Release the worker: its pipe, its pidfd, and (containment) whatever it left running."""
         try:
             self.conn.close()
         except OSError:
             pass
         self._handle.close()
+        if self.placement is not None:
+            self.placement.release()
 
     def handshake(self, timeout: float = HANDSHAKE_TIMEOUT_S) -> WorkerReady:
         """Wait for the worker's first message, which must be WorkerReady."""
@@ -164,6 +179,8 @@ class WorkerProcess:
         if not isinstance(msg, WorkerReady):
             raise WorkerStartError(f"worker {self.pid} sent {msg!r} instead of WorkerReady")
         self.last_received_seq = msg.seq
+        if self.placement is not None:
+            self.placement.verify()
         return msg
 
 
@@ -179,7 +196,7 @@ class Launcher(Protocol):
 class ContextLauncher:
     """Workers from this interpreter's forkserver (preloaded with the worker module) or spawn."""
 
-    def __init__(self, method: str = "forkserver") -> None:
+    def __init__(self, method: str = "forkserver", containment: Containment | None = None) -> None:
         if method not in ("forkserver", "spawn"):
             raise ValueError(f"start method must be forkserver or spawn, got {method!r}")
         self._ctx: Any = multiprocessing.get_context(method)
@@ -188,32 +205,51 @@ class ContextLauncher:
             # the ~300 ms of re-importing __main__ and tango).
             self._ctx.set_forkserver_preload(["tango_oet.execution.worker"])
         self.method = method
+        self._containment = containment
 
     @property
     def key(self) -> str:
         return f"{self.method}:{sys.executable}"
 
     def launch(self) -> WorkerProcess:
+        placement = self._containment.place() if self._containment is not None else None
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=worker_module.worker_main, args=(child_conn,), name="oet-worker"
-        )
+        args = (child_conn, placement.worker_args() if placement is not None else None)
+        process = self._ctx.Process(target=worker_module.worker_main, args=args, name="oet-worker")
         try:
             process.start()
+        except BaseException:
+            parent_conn.close()
+            if placement is not None:
+                placement.release()
+            raise
         finally:
             child_conn.close()
+        if placement is not None:
+            placement.bind(process.pid)
         return WorkerProcess(
-            pid=process.pid, python=sys.executable, conn=parent_conn, _handle=_MPHandle(process)
+            pid=process.pid,
+            python=sys.executable,
+            conn=parent_conn,
+            _handle=_MPHandle(process),
+            placement=placement,
         )
 
 
 class InterpreterLauncher:
     """Workers under another Python (an environment's own): `python -m ...worker FD`."""
 
-    def __init__(self, python: Path, pythonpath: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        python: Path,
+        pythonpath: Path,
+        env: Mapping[str, str] | None = None,
+        containment: Containment | None = None,
+    ):
         self.python = python
         self.pythonpath = pythonpath
         self._env = dict(env or {})
+        self._containment = containment
 
     @property
     def key(self) -> str:
@@ -227,6 +263,9 @@ class InterpreterLauncher:
         env["PYTHONNOUSERSITE"] = "1"
         # `python -m` would put the server's working directory first on sys.path.
         env["PYTHONSAFEPATH"] = "1"
+        placement = self._containment.place() if self._containment is not None else None
+        if placement is not None:
+            env.update(placement.environment())
         try:
             popen = subprocess.Popen(
                 [str(self.python), "-m", "tango_oet.execution.worker", str(theirs.fileno())],
@@ -237,12 +276,17 @@ class InterpreterLauncher:
             )
         except OSError as exc:
             ours.close()
+            if placement is not None:
+                placement.release()
             raise WorkerStartError(f"cannot start {self.python}: {exc}") from exc
         finally:
             theirs.close()
+        if placement is not None:
+            placement.bind(popen.pid)
         return WorkerProcess(
             pid=popen.pid,
             python=str(self.python),
             conn=Connection(ours.detach()),
             _handle=_PopenHandle(popen),
+            placement=placement,
         )

@@ -32,6 +32,7 @@ from typing import Any
 
 from tango_oet import scripting
 from tango_oet.execution import messages as m
+from tango_oet.execution import procfs
 
 FLUSH_INTERVAL_S = 0.005
 MAX_PENDING_LINES = 2000
@@ -40,6 +41,10 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 EXIT_OK = 0
 EXIT_SCRIPT_ERROR = 1
 EXIT_PROTOCOL_ERROR = 3
+CGROUP_ENV = "OET_CONTAINMENT_CGROUP"  # the same name as in containment.py (server side)
+
+# Set once by worker_main: whether this worker must kill what its script left before exiting.
+_subreaper = False
 
 
 def json_safe(value: Any) -> Any:
@@ -285,7 +290,7 @@ class ScriptWorker:
         self._set_unpaused()
         self._work.put(_Stop())
         os.kill(os.getpid(), signal.SIGTERM)
-        threading.Timer(2.0, os._exit, args=(EXIT_PROTOCOL_ERROR,)).start()
+        threading.Timer(2.0, _exit, args=(EXIT_PROTOCOL_ERROR,)).start()
 
     # ---- main thread -------------------------------------------------------------------------
     def run(self) -> int:
@@ -458,8 +463,48 @@ def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
     raise scripting.ScriptTerminated(f"terminated by {signal.Signals(signum).name}")
 
 
-def worker_main(conn: Connection) -> None:
+def _contain(containment: tuple[str, str | None] | None) -> bool:
+    """Put this worker where the server finds everything it starts; True if it is a subreaper.
+
+    `containment` is (environment marker, cgroup directory or None), from the server's
+    Containment. In a cgroup, the server kills the whole cgroup. Without one (or if entering it
+    fails), the worker adopts its orphans (setsid, double fork) and kills them itself on exit.
+    """
+    if containment is None:
+        return False
+    marker, cgroup = containment
+    # Inherited by every process the script execs: the server finds them even after a crash.
+    os.environ[procfs.MARKER_ENV] = marker
+    if cgroup:
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
+                f.write(str(os.getpid()))
+            return False
+        except OSError as exc:
+            # The server notices (the handshake checks membership) and shows a warning.
+            print(f"tango-oet worker: cannot enter cgroup {cgroup}: {exc}", file=sys.__stderr__)
+    if not procfs.set_child_subreaper():
+        print("tango-oet worker: prctl(PR_SET_CHILD_SUBREAPER) failed", file=sys.__stderr__)
+    return True
+
+
+def _exit(code: int) -> None:
+    """os._exit, after killing every process still below this worker if it is a subreaper."""
+    if _subreaper:
+        me = procfs.identify(os.getpid())
+        if me is not None:
+            try:
+                procfs.kill_tree(me, include_root=False)
+            except Exception as exc:  # exiting matters more than a clean tree
+                print(f"tango-oet worker: cannot kill descendants: {exc!r}", file=sys.__stderr__)
+    os._exit(code)
+
+
+def worker_main(conn: Connection, containment: tuple[str, str | None] | None = None) -> None:
     """Entry point of a worker process (forkserver/spawn target, or `python -m`)."""
+    global _subreaper
+    # First, before anything can start a process that could escape.
+    _subreaper = _contain(containment)
     # Own process group: the supervisor's SIGKILL reaches whatever the script started too.
     try:
         os.setsid()
@@ -479,13 +524,16 @@ def worker_main(conn: Connection) -> None:
     except OSError:
         pass
     # os._exit: non-daemon threads a script left behind must not keep the worker alive.
-    os._exit(code)
+    _exit(code)
 
 
 def _main_from_fd() -> None:
     """`python -m tango_oet.execution.worker FD`: a worker under another interpreter."""
     fd = int(sys.argv[1])
-    worker_main(Connection(fd))
+    marker = os.environ.get(procfs.MARKER_ENV)
+    containment = (marker, os.environ.get(CGROUP_ENV) or None) if marker else None
+    os.environ.pop(CGROUP_ENV, None)  # the script's children need the marker, not this
+    worker_main(Connection(fd), containment)
 
 
 if __name__ == "__main__":
