@@ -123,6 +123,12 @@ class Placement:
         """The worker now runs `procedure_id` (recorded, so a sweep can name it)."""
         self._owner._assign(self, procedure_id)
 
+    def signal(self, sig: int) -> bool:
+        """Send `sig` to the worker only (e.g. SIGTERM), if it is still that process."""
+        if self.worker is None:
+            return False
+        return bool(procfs.kill_verified([self.worker], sig=sig)[0])
+
     def kill(self, wait_s: float = 0.0) -> KillReport:
         """SIGKILL the worker and everything it started; waits up to `wait_s` for them to end."""
         return self._owner._kill(self, wait_s)

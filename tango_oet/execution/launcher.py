@@ -128,11 +128,17 @@ class WorkerProcess:
                 return False
 
     def signal(self, sig: signal.Signals) -> None:
-        if self.exit_info is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+        if self.exit_info is not None:
+            return
+        if self.placement is not None:
+            # The forkserver reaps its children itself: the pid may be free (or reused) before
+            # our reap says so. The recorded start time makes sure it is still our worker.
+            self.placement.signal(sig)
+            return
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def assign(self, procedure_id: int) -> None:
         """The worker now runs `procedure_id` (so a sweep after a crash can name it)."""
@@ -145,7 +151,8 @@ class WorkerProcess:
         Does not wait; `close()` (after the reap) kills and waits for any leftovers.
         """
         if self.placement is not None:
-            self.placement.kill()
+            self.placement.kill()  # verified identities only: no pid (or group) alone
+            return
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
