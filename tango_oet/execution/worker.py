@@ -43,8 +43,9 @@ EXIT_SCRIPT_ERROR = 1
 EXIT_PROTOCOL_ERROR = 3
 CGROUP_ENV = "OET_CONTAINMENT_CGROUP"  # the same name as in containment.py (server side)
 
-# Set once by worker_main: whether this worker must kill what its script left before exiting.
+# Set once by worker_main: how this worker kills what its script left before it exits.
 _subreaper = False
+_cgroup: str | None = None
 
 
 def json_safe(value: Any) -> Any:
@@ -463,15 +464,17 @@ def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
     raise scripting.ScriptTerminated(f"terminated by {signal.Signals(signum).name}")
 
 
-def _contain(containment: tuple[str, str | None] | None) -> bool:
-    """Put this worker where the server finds everything it starts; True if it is a subreaper.
+def _contain(containment: tuple[str, str | None] | None) -> None:
+    """Put this worker where the server finds everything it starts.
 
     `containment` is (environment marker, cgroup directory or None), from the server's
-    Containment. In a cgroup, the server kills the whole cgroup. Without one (or if entering it
-    fails), the worker adopts its orphans (setsid, double fork) and kills them itself on exit.
+    Containment. In a cgroup, everything the script starts stays there. Without one (or if
+    entering it fails), the worker adopts its orphans (setsid, double fork) as a subreaper.
+    Either way it kills them itself before exiting (`_exit`), even with no server left.
     """
+    global _subreaper, _cgroup
     if containment is None:
-        return False
+        return
     marker, cgroup = containment
     # Inherited by every process the script execs: the server finds them even after a crash.
     os.environ[procfs.MARKER_ENV] = marker
@@ -479,32 +482,65 @@ def _contain(containment: tuple[str, str | None] | None) -> bool:
         try:
             with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
                 f.write(str(os.getpid()))
-            return False
+            _cgroup = cgroup
+            return
         except OSError as exc:
             # The server notices (the handshake checks membership) and shows a warning.
             print(f"tango-oet worker: cannot enter cgroup {cgroup}: {exc}", file=sys.__stderr__)
-    if not procfs.set_child_subreaper():
+    _subreaper = procfs.set_child_subreaper()
+    if not _subreaper:
         print("tango-oet worker: prctl(PR_SET_CHILD_SUBREAPER) failed", file=sys.__stderr__)
-    return True
+
+
+def _kill_cgroup_mates(cgroup: str) -> None:
+    """SIGKILL every other member of this worker's cgroup (checked members, verified pids)."""
+    mine = _cgroup_name(os.getpid())
+    for _ in range(20):
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs"), encoding="ascii") as f:
+                pids = [int(x) for x in f.read().split() if int(x) != os.getpid()]
+        except OSError:
+            return
+        mates = []
+        for pid in pids:
+            ident = procfs.identify(pid)
+            # Membership checked after the start time was read: the pid is that process.
+            if ident is not None and _cgroup_name(pid) == mine:
+                mates.append(ident)
+        if not mates:
+            return
+        procfs.kill_verified(mates, wait_s=0.5)
+
+
+def _cgroup_name(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].rstrip("\n")
+    except OSError:
+        return None
+    return None
 
 
 def _exit(code: int) -> None:
-    """os._exit, after killing every process still below this worker if it is a subreaper."""
-    if _subreaper:
-        me = procfs.identify(os.getpid())
-        if me is not None:
-            try:
+    """os._exit, after killing every process the script left (its cgroup mates or its tree)."""
+    try:
+        if _cgroup is not None:
+            _kill_cgroup_mates(_cgroup)
+        elif _subreaper:
+            me = procfs.identify(os.getpid())
+            if me is not None:
                 procfs.kill_tree(me, include_root=False)
-            except Exception as exc:  # exiting matters more than a clean tree
-                print(f"tango-oet worker: cannot kill descendants: {exc!r}", file=sys.__stderr__)
+    except Exception as exc:  # exiting matters more than a clean tree
+        print(f"tango-oet worker: cannot kill descendants: {exc!r}", file=sys.__stderr__)
     os._exit(code)
 
 
 def worker_main(conn: Connection, containment: tuple[str, str | None] | None = None) -> None:
     """Entry point of a worker process (forkserver/spawn target, or `python -m`)."""
-    global _subreaper
     # First, before anything can start a process that could escape.
-    _subreaper = _contain(containment)
+    _contain(containment)
     # Own process group: the supervisor's SIGKILL reaches whatever the script started too.
     try:
         os.setsid()

@@ -335,9 +335,12 @@ def test_interpreter_worker_is_contained(guard: Guard, tmp_path: Path, mechanism
 
 
 # ---- server crash: the next start sweeps ---------------------------------------------------------
+@pytest.mark.parametrize("stuck", [False, True], ids=["running-worker", "stopped-worker"])
 def test_sweep_after_a_server_crash_kills_everything(
-    guard: Guard, tmp_path: Path, mechanism: str
+    guard: Guard, tmp_path: Path, mechanism: str, stuck: bool
 ) -> None:
+    """kill -9 of the server. A running worker also cleans up after itself once it sees its
+    pipe close; a stopped (SIGSTOP) one cannot, so then the sweep alone must kill everything."""
     token = f"test-{uuid.uuid4().hex[:12]}"
     state = tmp_path / "state"
     script = tmp_path / "script.py"
@@ -367,6 +370,8 @@ def test_sweep_after_a_server_crash_kills_everything(
             assert server.stderr is not None
             raise AssertionError(f"driver failed: {server.stderr.read().decode()}")
         procs = guard.track(json.loads(line))
+        if stuck:
+            procfs.kill_verified([procs["worker"]], sig=signal.SIGSTOP)
     finally:
         server.kill()
         server.wait(10)
@@ -376,6 +381,9 @@ def test_sweep_after_a_server_crash_kills_everything(
     # A restarted server: same instance, same state directory.
     containment = make_containment(guard, state, mechanism, token=token)
     reports = containment.sweep()
+    if stuck:
+        # The sweep waits until what it killed has ended: nothing may be left now.
+        assert not [name for name, p in procs.items() if _alive(p)]
     assert_all_gone(procs)
     mine = [r for r in reports if r.procedure_id == 7]
     assert len(mine) == 1, reports
