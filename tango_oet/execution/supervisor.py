@@ -253,11 +253,14 @@ class ProcessManager:
         info = watched.worker.reap(timeout=1.0)
         if info is None:
             return  # not reaped yet; the sentinel will fire again
-        # Grandchildren the script left in the worker's group must not outlive it.
-        try:
-            os.killpg(watched.worker.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if watched.worker.placement is None:
+            # Uncontained (engine tests): grandchildren left in the worker's group must not
+            # outlive it. A contained worker's close() kills them by verified identity
+            # instead: after the reap this pid may already name another process group.
+            try:
+                os.killpg(watched.worker.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         watched.worker.close()
         del self._watched[watched.procedure_id]
         self._listener.on_worker_exit(watched.procedure_id, info)
