@@ -40,7 +40,7 @@ def check_nesting(value: object, name: str, limit: int = MAX_NESTING) -> None:
     """Raise InvalidRequest(name) if lists/tuples/dicts in `value` nest deeper than `limit`.
 
     Iterative, so it cannot itself overflow the stack; a container that contains itself is
-    infinitely deep and refused. Shared sub-containers are walked once per depth at most.
+    infinitely deep and refused. A shared sub-container is walked again only when met deeper.
     """
     stack: list[tuple[object, int]] = [(value, 1)]
     seen: dict[int, int] = {}
@@ -54,8 +54,8 @@ def check_nesting(value: object, name: str, limit: int = MAX_NESTING) -> None:
             continue
         if depth > limit:
             raise InvalidRequest(name, f"nests deeper than {limit} levels of lists/objects")
-        if seen.get(id(item), limit + 1) <= depth:
-            continue
+        if seen.get(id(item), 0) >= depth:
+            continue  # explored before at this depth or deeper: nothing new below it
         seen[id(item)] = depth
         stack.extend((child, depth + 1) for child in children)
 

@@ -154,3 +154,50 @@ def test_deeply_nested_arguments_are_refused_naming_the_field(depth: int) -> Non
 def test_nesting_up_to_the_limit_is_accepted() -> None:
     request = parse_start(json.dumps({"id": 1, "args": [_nested(63)]}))
     assert request.call.args == (_nested(63),)
+
+
+def _brackets(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _init(init: str) -> str:
+    return '{"script": "file:///x.py", "init": ' + init + "}"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (_init('{"args": [1, ' + _brackets(900) + "]}"), "init.args[1]"),
+        (_init('{"kwargs": {"deep": ' + _brackets(65) + "}}"), "init.kwargs.deep"),
+        (_init('{"args": [' + '{"a": ' * 70 + "1" + "}" * 70 + "]}"), "init.args[0]"),
+        (_init('{"args": [' + _brackets(100_000) + "]}"), "request"),
+    ],
+    ids=["900-deep-list", "65-deep-kwarg", "70-deep-objects", "too-deep-to-parse"],
+)
+def test_absurd_nesting_is_refused_naming_the_field(text: str, field: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_prepare(text)
+    assert err.value.field == field
+    assert "nests deeper than" in err.value.message
+
+
+def test_nesting_up_to_the_limit_is_accepted_in_init_and_start() -> None:
+    from tango_oet.domain.requests import MAX_NESTING
+
+    ok = _brackets(MAX_NESTING)
+    req = parse_prepare(f'{{"script": "file:///x.py", "init": {{"args": [{ok}]}}}}')
+    assert len(req.init.args) == 1
+    with pytest.raises(InvalidRequest) as err:
+        parse_start(f'{{"id": 1, "kwargs": {{"x": [{ok}]}}}}')
+    assert err.value.field == "kwargs.x"
+    parse_start(f'{{"id": 1, "args": [{_brackets(MAX_NESTING - 1)}]}}')
+
+
+def test_a_container_containing_itself_is_refused() -> None:
+    from tango_oet.domain import ProcedureInput
+
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(InvalidRequest) as err:
+        ProcedureInput((loop,)).check("init")
+    assert err.value.field == "init.args[0]"
