@@ -5,6 +5,7 @@
 #   1. apt-get install mariadb-server tango-db (dbconfig preseeded: no interactive DB setup)
 #   2. start MariaDB (no systemd here, and policy-rc.d forbids starting services on install)
 #   3. create the `tango` database and user, and load the Tango schema into an empty database
+#   4. .ci/setup-accesscontrol.sh (TangoAccessControl on its own database; a failure only warns)
 # It does NOT start DataBaseds: tests start it on a free port (tests/integration/conftest.py):
 #   MYSQL_USER=tango MYSQL_PASSWORD=tango MYSQL_HOST=localhost MYSQL_DATABASE=tango \
 #     /usr/lib/tango/DataBaseds 2 -ORBendPoint giop:tcp:127.0.0.1:<port>
@@ -61,3 +62,9 @@ else
     log "the Tango schema is loaded"
 fi
 log "ready: MYSQL_USER=${DB_USER} MYSQL_PASSWORD=${DB_PASSWORD} MYSQL_HOST=localhost MYSQL_DATABASE=${DB_NAME}"
+
+# Tango access control on a database of its own, for tests/integration/test_access_control.py.
+# Optional: if it cannot be set up, those tests skip, saying why; the database above stays usable.
+if ! "$(dirname "$0")/setup-accesscontrol.sh"; then
+    log "WARNING: access control setup failed: the access control tests will be skipped" >&2
+fi
