@@ -90,6 +90,8 @@ def _why_not_ready() -> str | None:
 class ControlledSystem:
     db: TangoDatabase
     device: str
+    tmp: Path
+    started: list[Managed]  # stopped, newest first, when the module ends
 
     @property
     def trl(self) -> str:
@@ -179,7 +181,7 @@ def _controlled(db: TangoDatabase, tmp: Path) -> Iterator[ControlledSystem]:
         props = {"ScriptRoots": str(SCRIPT.parent), "DataDirectory": str(tmp / "data")}
         register(db.database(), definition(instance, device, props))
         started.append(start_server(db, instance, [device], tmp))
-        yield ControlledSystem(db, device)
+        yield ControlledSystem(db, device, tmp, started)
     finally:
         leftovers = [line for process in reversed(started) for line in process.stop()]
         try:
@@ -240,3 +242,20 @@ def test_the_check_is_the_clients_own(controlled: ControlledSystem) -> None:
     # library, so a client that sets SUPER_TANGO=true (or does not use it) is not held back.
     bypass = as_user(controlled, READER, super_tango=True)
     assert bypass["prepare"]["ok"], bypass
+
+
+def test_without_the_access_control_service_everyone_is_read_only(
+    controlled: ControlledSystem,
+) -> None:
+    # Fail closed: a service that is registered but not running leaves every client read-only.
+    (service,) = [p for p in controlled.started if p.name == "TangoAccessControl"]
+    assert not service.stop()
+    controlled.started.remove(service)
+    try:
+        writer = as_user(controlled, WRITER)
+        assert writer["state"]["ok"] and writer["procedures"]["ok"], writer
+        assert writer["prepare"]["reason"] == "API_ReadOnlyMode", writer
+        assert "Controlled Access Service" in writer["prepare"]["desc"]
+    finally:
+        _start_access_control(controlled.db, controlled.tmp, controlled.started)
+    assert as_user(controlled, WRITER)["prepare"]["ok"]
