@@ -104,9 +104,10 @@ def git_url_allowed(url: str | GitUrl, patterns: Iterable[str]) -> bool:
 
     A pattern with a scheme (`https://*.example.org/group/*`) is matched part by part: the
     scheme exactly, the host with fnmatch (so a `*` there cannot reach into the path), the port,
-    and the path with fnmatch (a `*` there spans `/`, so `group/*` takes subgroups). Patterns
-    are normalised like URLs; a trailing `.git` is ignored on both sides, and so is the ssh
-    user. `*` alone allows everything; any other pattern is matched against the whole
+    and the path with fnmatch (a `*` there spans `/`, so `group/*` takes subgroups); a host of
+    `*` takes any host and port, and a pattern without a path every repository of its host(s).
+    Patterns are normalised like URLs; a trailing `.git` is ignored on both sides, and so is
+    the ssh user. `*` alone allows everything; any other pattern is matched against the whole
     credential-free URL.
     """
     parsed = url if isinstance(url, GitUrl) else parse_git_url(url)
@@ -348,13 +349,14 @@ def _matches(url: GitUrl, pattern: str) -> bool:
         rest = pattern[match.end() :]
         netloc, slash, path = rest.partition("/")
         hostport = netloc.rpartition("@")[2]
-        host, port = _pattern_host_port(hostport, scheme)
-        return (
-            scheme == url.scheme
-            and fnmatch.fnmatchcase(url.host, host)
-            and port == url.port
-            and _same_repo_match(url.path, _pattern_path(slash + path))
-        )
+        if scheme != url.scheme:
+            return False
+        if hostport != "*":  # `https://*`, `file://*`: any host, any port
+            host, port = _pattern_host_port(hostport, scheme)
+            if not fnmatch.fnmatchcase(url.host, host) or port != url.port:
+                return False
+        # No path in the pattern (`https://git.example.org`): every repository of the host.
+        return not slash or _same_repo_match(url.path, _pattern_path(slash + path))
     scp = _SCP_RE.match(pattern)
     if scp and url.scheme == "scp":
         host = scp.group(2).lower().rstrip(".")

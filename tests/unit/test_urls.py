@@ -121,6 +121,13 @@ def test_refusals(url: str, problem: str) -> None:
         ("git@github.com:org/r.git", "git@github.com:org/*", True),
         ("git@github.com:org/../other/r.git", "git@github.com:org/*", False),
         ("git@github.com:org/r.git", "https://github.com/org/*", False),
+        # A host of `*` takes any host and port; no path takes every repository of the host.
+        ("file:///srv/git/r.git", "file://*", True),
+        ("https://h.example:8443/o/r", "https://*", True),
+        ("https://h.example/o/r", "http://*", False),
+        ("https://git.good.example/o/r", "https://*.good.example", True),
+        ("https://evil.example/x.good.example", "https://*.good.example", False),
+        ("https://h.example:8443/o/r", "https://h.example", False),
         # Patterns without a scheme match the whole credential-free URL.
         ("https://h.example/o/r", "*", True),
         ("https://u:secret@h.example/o/r", "*secret*", False),
