@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -122,34 +120,6 @@ class ProcedureSummary:
 
     def to_json_text(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
-
-    @classmethod
-    def from_json(
-        cls, obj: Mapping[str, Any], *, embedded_source: str | None = None
-    ) -> ProcedureSummary:
-        """The inverse of `to_json` (a record read back); ValueError names what is unreadable.
-
-        An embedded script's source is not part of the summary JSON: pass it to get it back.
-        Fields `to_json` does not write (added by a later release) are kept in `extra`.
-        """
-        try:
-            summary = summary_from_json(dict(obj))
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            raise ValueError(
-                f"summary {obj.get('id')!r} is unreadable: {type(exc).__name__}: {exc}"
-            ) from exc
-        if embedded_source is not None and isinstance(summary.script, EmbeddedScript):
-            summary = dataclasses.replace(
-                summary, script=EmbeddedScript(summary.script.name, embedded_source)
-            )
-        unknown = {k: v for k, v in obj.items() if k not in _SUMMARY_FIELDS}
-        return dataclasses.replace(summary, extra=unknown) if unknown else summary
-
-
-_SUMMARY_FIELDS = frozenset(
-    {"id", "state", "script", "init", "calls", "history", "progress", "error", "pid"}
-    | {"abort_procedure"}
-)
 
 
 def _time(text: str) -> datetime:
