@@ -161,6 +161,11 @@ class Store:
             self._next_id += 1
             return allocated
 
+    def peek_ids(self, count: int) -> list[int]:
+        """The ids `allocate_id` hands out next, in order, reserving nothing."""
+        with self._id_lock:
+            return list(range(self._next_id, self._next_id + count))
+
     # ---- writes (any thread; never block) ----------------------------------------------------
     def save(self, summary: ProcedureSummary) -> None:
         self._queue.put(summary)
