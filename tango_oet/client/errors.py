@@ -125,9 +125,14 @@ class CapacityExceeded(DeviceError):
 
 
 class ServiceUnavailable(DeviceError):
-    """The engine is shutting down or broken (the device is FAULT)."""
+    """The engine is shutting down or broken (the device is FAULT).
 
-    reasons = (domain.ServiceUnavailable.reason,)
+    Also raised for `OET_StoreUnavailable`: the durable store cannot be written (e.g. a
+    Prepare could not reserve its id on a full disk); `reason` tells the two apart and `desc`
+    names the store file and the error.
+    """
+
+    reasons = (domain.ServiceUnavailable.reason, domain.StoreUnavailable.reason)
 
 
 class EnvironmentFailed(DeviceError):
@@ -138,7 +143,7 @@ class EnvironmentFailed(DeviceError):
 
 #: Every OET reason of the interface and its class (tests check the table is complete).
 OET_ERRORS: dict[str, type[DeviceError]] = {
-    cls.reasons[0]: cls
+    reason: cls
     for cls in (
         InvalidRequest,
         UnknownProcedure,
@@ -148,6 +153,7 @@ OET_ERRORS: dict[str, type[DeviceError]] = {
         ServiceUnavailable,
         EnvironmentFailed,
     )
+    for reason in cls.reasons
 }
 
 

@@ -63,6 +63,12 @@ class ServiceUnavailable(OETError):
     reason = "OET_ServiceUnavailable"
 
 
+class StoreUnavailable(OETError):
+    """The durable store (history, ids, queue) cannot be opened or written; names the file."""
+
+    reason = "OET_StoreUnavailable"
+
+
 class EnvironmentFailed(OETError):
     """Resolving a git reference, cloning or building an environment failed."""
 
