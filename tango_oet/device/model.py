@@ -195,11 +195,6 @@ class DeviceModel:
                 lambda: self._released or self._max_added >= procedure_id, timeout
             )
 
-    def next_ids(self, count: int) -> list[int]:
-        """The ids the next `count` procedures will get (the service numbers them 1, 2, …)."""
-        with self._lock:
-            return list(range(self._max_added + 1, self._max_added + 1 + count))
-
     # ---- updates (publisher thread) --------------------------------------------------------
     def release_waiters(self) -> None:
         """Release every `wait_added` waiter, now and later (the publisher is stopping)."""

@@ -4,8 +4,11 @@ Thin by design: each command parses its argin with the domain parsers, calls the
 returns at once; domain errors become DevFailed in one place (`tango_errors`). Everything a
 client sees change is pushed by ONE publisher thread (`EventPublisher`) from the service's
 events, under the device's serialization monitor (serial model BY_DEVICE, the default), so
-pushes, dynamic attribute creation/removal, reads and commands never interleave. See
-docs/device.md for why this and not NO_SYNC.
+pushes, dynamic attribute creation/removal, reads and commands never interleave. The same
+thread makes every structural change (per-procedure attributes, `Structure`), one at a time,
+each only after cppTango has pushed the previous one's interface-change event
+(`InterfaceWatch`): a change made while cppTango's interface thread waits for the monitor
+deadlocks for 3.2 s. See docs/device.md.
 """
 
 # Tango names commands and attributes in CamelCase/camelCase (INTERFACE.md): not PEP 8.
@@ -25,6 +28,7 @@ from tango.server import Device, attribute, command, device_property
 
 from tango_oet.device.attributes import PROCEDURE_ATTRIBUTES, parse_attribute_name
 from tango_oet.device.errors import tango_errors
+from tango_oet.device.interface import InterfaceWatch
 from tango_oet.device.model import (
     AddProcedure,
     DeviceModel,
@@ -36,6 +40,7 @@ from tango_oet.device.model import (
 )
 from tango_oet.device.properties import PROPERTY_DEFAULTS, config_from_properties
 from tango_oet.device.publisher import EventPublisher
+from tango_oet.device.structure import Change, Structure
 from tango_oet.domain.errors import ServiceUnavailable
 from tango_oet.domain.requests import (
     parse_gc_request,
@@ -45,18 +50,21 @@ from tango_oet.domain.requests import (
     parse_stop,
 )
 from tango_oet.service import ScriptExecutionService, ServiceConfig, make_service
-from tango_oet.service.events import ProcedureAdded, ServiceEvent, ServiceStatusChanged
+from tango_oet.service.events import (
+    ProcedureAdded,
+    ProcedureRemoved,
+    ServiceEvent,
+    ServiceStatusChanged,
+)
 
 log = logging.getLogger(__name__)
 
 OUTPUT_MAX_LINES = 10000  # max_dim_x of `output`
 PUBLISH_WAIT_S = 2.0  # Prepare waits at most this long for its attributes to exist
-SPARE_IDS = 2  # procedure ids whose attributes are created ahead of their Prepare
-# cppTango pushes an interface-change event ~50 ms after each add/remove_attribute from its
-# DevIntrThread, which then needs the device monitor; an add made under the monitor while that
-# push is pending was seen to stall the device for the monitor's 3 s timeout. Deferred
-# (spare) creations therefore wait until that push is surely out.
-STRUCTURAL_SPACING_S = 0.1
+#: Procedure ids whose attributes are created ahead of their Prepare. Each structural change
+#: costs one cppTango interface-change cycle (>= 50 ms), so spares keep Prepare fast.
+SPARE_IDS = 2
+CHANNEL_RETRY_S = 1.0  # the event channel could not be opened: try again after this long
 
 _DEV_STATE = {
     DeviceState.INIT: DevState.INIT,
@@ -118,11 +126,15 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         self._service: ScriptExecutionService | None = None
         self._token: int | None = None
         self._model = DeviceModel()
-        self._created: set[int] = set()  # procedures whose dynamic attributes exist
-        self._events_primed = False
-        self._last_structural_change = 0.0
-        self._prime_failures = 0
+        # Kept across Init: cppTango keeps the dynamic attributes whatever Init does.
+        structure: Structure | None = getattr(self, "_structure", None)
+        self._structure = structure if structure is not None else Structure()
+        self._structure.restart()
+        watch: InterfaceWatch | None = getattr(self, "_interface", None)
+        self._interface = watch if watch is not None else InterfaceWatch(self.get_name())
+        self._channel_failures = 0
         self._publisher = EventPublisher(self, name=f"oet-publisher:{self.get_name()}")
+        self._interface.wake = self._publisher.wake
         for name in _STATIC_EVENTS:
             self.set_change_event(name, True, False)
         for name in _STATIC_ARCHIVE:
@@ -141,12 +153,21 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             return
         self._service = service
         self._token = service.subscribe(self._publisher.submit)
-        self._publisher.start()
         try:
             service.open()
+            service.flush_events()
         except Exception as exc:  # the engine's threads could not start
             log.exception("cannot open the script execution service")
             self._execute(self._model.set_state(DeviceState.FAULT, 0, f"{exc}"))
+        # The restored history is in the model, so readable, before init_device returns.
+        self._publisher.drain()
+        self._want()
+        if tango.Util.instance().is_svr_starting():
+            # No event subscription can exist yet, so no interface thread: the restored
+            # procedures' attributes are all made now, before clients can connect.
+            while (change := self._structure.next_change()) is not None:
+                self._make(change)
+        self._publisher.start()
 
     def create_service(self, config: ServiceConfig) -> ScriptExecutionService:
         """The one factory of the engine; tests patch it to inject a different service."""
@@ -163,8 +184,10 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
                     service.unsubscribe(self._token)
             self._publisher.stop()
             self._model.release_waiters()
-        for procedure_id in sorted(self._created):
-            self._remove_procedure_attributes(procedure_id)
+            self._structure.release()
+            if tango.Util.instance().is_svr_shutting_down():
+                self._interface.close()  # at Init it stays: the attributes stay too
+        # The per-procedure attributes stay: Init keeps the history, and at exit they go anyway.
         super().delete_device()
 
     # ---- commands --------------------------------------------------------------------------
@@ -177,11 +200,15 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
     def Prepare(self, request: str) -> int:
         with tango_errors("OETScheduler.Prepare"):
             procedure_id = self._require_service().prepare(parse_prepare(request))
-        # Return only once procedure<ID>State exists, so the caller can subscribe to it at
-        # once; the publisher creates it, and needs the monitor this command holds.
+        # Return only once procedure<ID>State and …Summary exist, so the caller can subscribe
+        # at once; the publisher creates them, and needs the monitor this command holds.
         if self._publisher.is_alive():
+            deadline = time.monotonic() + PUBLISH_WAIT_S
             with tango.AutoTangoAllowThreads(self):
-                self._model.wait_added(procedure_id, PUBLISH_WAIT_S)
+                if self._model.wait_added(procedure_id, PUBLISH_WAIT_S):
+                    for kind in ("State", "Summary"):
+                        left = max(0.0, deadline - time.monotonic())
+                        self._structure.wait_exists(procedure_id, kind, left)
         return procedure_id
 
     @_command(dtype_in=str, doc_in='JSON: {"id", "function": "main", "args", "kwargs", "force"}')
@@ -287,87 +314,81 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             return
         attr.set_value(value)
 
-    def _add_procedure_attributes(self, procedure_id: int) -> None:
-        if procedure_id in self._created:
-            return
-        if not self._events_primed:
-            log.warning("event channel not open: no attributes for procedure %d", procedure_id)
-            return
-        for spec in PROCEDURE_ATTRIBUTES:
-            name = spec.name(procedure_id)
-            self.add_attribute(spec.build(procedure_id), self._read_procedure_attribute)
-            self._last_structural_change = time.monotonic()
-            self.set_change_event(name, True, False)
-            if spec.archive:
-                self.set_archive_event(name, True, False)
-        self._created.add(procedure_id)
+    # ---- structural changes (publisher thread; at start, init_device) -------------------------
+    def _want(self) -> None:
+        """Tell the structure which procedures the attributes must follow now."""
+        service = self._service
+        spares = service.next_ids(SPARE_IDS) if service is not None else []
+        self._structure.want(self._model.procedure_ids(), spares)
 
-    def _remove_procedure_attributes(self, procedure_id: int) -> None:
-        if procedure_id not in self._created:
-            return
-        self._created.discard(procedure_id)
-        for spec in PROCEDURE_ATTRIBUTES:
-            name = spec.name(procedure_id)
+    def _make(self, change: Change) -> None:
+        """Add or remove one attribute, under the monitor; record what happened."""
+        name = change.name
+        with tango.AutoTangoMonitor(self):
             try:
-                self.remove_attribute(name, free_it=True, clean_db=True)
-                self._last_structural_change = time.monotonic()
-            except tango.DevFailed:
-                log.exception("cannot remove attribute %s", name)
-            # pytango keeps a bound read wrapper per dynamic attribute on the instance.
-            for key in [k for k in vars(self) if k.startswith(f"__wrapped_read_{name}_")]:
-                delattr(self, key)
+                if change.add:
+                    spec = next(s for s in PROCEDURE_ATTRIBUTES if s.kind == change.kind)
+                    attr = spec.build(change.procedure_id)
+                    self.add_attribute(attr, self._read_procedure_attribute)
+                    self._configure_events(name, spec.archive)
+                else:
+                    self.remove_attribute(name, free_it=True, clean_db=True)
+                    # pytango keeps a bound read wrapper per dynamic attribute on the instance.
+                    for key in [k for k in vars(self) if k.startswith(f"__wrapped_read_{name}_")]:
+                        delattr(self, key)
+            except tango.DevFailed as exc:
+                if self._has_attribute(name) != change.add:
+                    log.error("cannot %s %s: %s", "add" if change.add else "remove", name, exc)
+                    self._structure.failed(change, str(exc.args[0].desc).strip())
+                    return
+                # cppTango raises after the change when its interface thread is late.
+                log.warning("%s %s, with an error: %s", "+" if change.add else "-", name, exc)
+                if change.add:
+                    self._configure_events(name, change.kind == "State")
+        self._structure.done(change)
 
-    def _prime_event_channel(self) -> bool:
-        """Make sure the ZMQ event socket exists before the first dynamic attribute change.
+    def _configure_events(self, name: str, archive: bool) -> None:
+        self.set_change_event(name, True, False)
+        if archive:
+            self.set_archive_event(name, True, False)
 
-        cppTango 10.3 pushes a device-interface-change event 50 ms after add/remove_attribute
-        and crashes (SIGSEGV) if no client ever subscribed to an event of this server: the
-        publisher socket is only created by the first ZmqEventSubscriptionChange. So subscribe
-        to our own interface-change event once, via the admin device, before the first change.
-        """
-        if self._events_primed:
-            return True
+    def _has_attribute(self, name: str) -> bool:
         try:
-            admin = tango.DeviceProxy(tango.Util.instance().get_dserver_device().get_name())
-            admin.command_inout(
-                "ZmqEventSubscriptionChange", [self.get_name(), "", "subscribe", "intr_change"]
-            )
-        except tango.DevFailed as exc:
-            self._prime_failures += 1
-            if self._prime_failures == 1:  # then quietly retried after every batch
-                log.error("cannot open the event channel (per-procedure attributes wait): %s", exc)
+            self.get_device_attr().get_attr_by_name(name)
+        except tango.DevFailed:
             return False
-        self._events_primed = True
         return True
+
+    def on_turn(self) -> float | None:
+        """One structural change, if one is due and cppTango is ready for it (publisher)."""
+        if self._service is None:
+            return None
+        change = self._structure.next_change()
+        if change is None:
+            return CHANNEL_RETRY_S if self._structure.pending() else None
+        if not self._interface.is_open:
+            if tango.Util.instance().is_svr_starting():
+                return 0.05  # the admin device that takes subscriptions is not up yet
+            try:
+                self._interface.open()
+            except tango.DevFailed as exc:
+                self._channel_failures += 1
+                if self._channel_failures == 1:  # then retried quietly
+                    log.error("cannot subscribe to the device's interface events: %s", exc)
+                return CHANNEL_RETRY_S
+        wait = self._interface.wait_s()
+        if wait > 0:
+            return wait
+        self._interface.begin_change()
+        self._make(change)
+        return self._interface.wait_s()
 
     # ---- publishing (publisher thread) -----------------------------------------------------
     def publish_batch(self, events: list[ServiceEvent]) -> None:
-        if not self._events_primed and any(isinstance(e, ProcedureAdded) for e in events):
-            self._prime_event_channel()  # before taking the monitor (see its docstring)
         with tango.AutoTangoMonitor(self):
             self._execute(self._model.apply(events))
-
-    def on_quiet(self) -> bool:
-        """Create the attributes of the next procedure id ahead of its Prepare; one per call.
-
-        `add_attribute` costs two database round trips per attribute (cppTango reads the
-        device and class attribute properties), ~3-10 ms per procedure: too slow for the
-        Prepare path, so it happens here while nothing else is going on.
-        """
-        if self._service is None:
-            return False
-        if tango.Util.instance().is_svr_starting():
-            return True  # the admin device (needed to open the event channel) is not up yet
-        if not self._prime_event_channel():
-            return False
-        if time.monotonic() - self._last_structural_change < STRUCTURAL_SPACING_S:
-            return True  # retried on the next quiet period
-        with tango.AutoTangoMonitor(self):
-            missing = [i for i in self._model.next_ids(SPARE_IDS) if i not in self._created]
-            if not missing:
-                return False
-            self._add_procedure_attributes(missing[0])
-            return len(missing) > 1 and missing[0] in self._created
+        if any(isinstance(e, ProcedureAdded | ProcedureRemoved) for e in events):
+            self._want()
 
     def on_idle(self) -> None:
         service = self._service
@@ -397,13 +418,11 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         for op in ops:
             try:
                 match op:
-                    case AddProcedure(procedure_id=pid):
-                        self._add_procedure_attributes(pid)
-                    case RemoveProcedure(procedure_id=pid):
-                        self._remove_procedure_attributes(pid)
+                    case AddProcedure() | RemoveProcedure():
+                        pass  # the structure follows the history (`_want`, `on_turn`)
                     case Push(attribute=name):
                         parsed = parse_attribute_name(name)
-                        if parsed is None or parsed[0] in self._created:
+                        if parsed is None or self._structure.exists(*parsed):
                             self._push(op)
                     case SetState(state=state, status=status):
                         dev_state = _DEV_STATE[state]

@@ -5,10 +5,11 @@ push waiting for the device monitor never delays the engine. One `PyTangoThread`
 thread, as Tango requires for pushing events) drains the queue in batches and hands each batch
 to the device's `publish_batch`, which runs under the device's serialization monitor.
 
-Two hooks run when there is nothing to publish: `on_quiet` once the queue has been empty for
-`quiet_s` after a batch (the device does deferred, slow Tango work there, one step per call,
-returning True while steps remain), and `on_idle` whenever the queue stays empty for `idle_s`
-(the device checks the engine's health, because a dead event pump cannot report its death).
+Between batches the thread gives the device a turn (`on_turn`) for deferred Tango work, one
+step per turn (the device makes its structural changes there, one at a time); the device
+answers how long until its next step may run, and `wake` cuts that wait short. When the queue
+stays empty the thread calls `on_idle` once per `idle_s` (the device checks the engine's
+health, because a dead event pump cannot report its death).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -33,7 +35,11 @@ MAX_BATCH = 5000  # events per batch: bounds how long one batch holds the device
 
 class BatchHandler(Protocol):
     def publish_batch(self, events: list[ServiceEvent]) -> None: ...
-    def on_quiet(self) -> bool: ...
+
+    def on_turn(self) -> float | None:
+        """One step of deferred work; seconds until the next may run (None: nothing left)."""
+        ...
+
     def on_idle(self) -> None: ...
 
 
@@ -41,17 +47,20 @@ class _Stop:
     pass
 
 
+class _Wake:
+    pass
+
+
+_WAKE = _Wake()
+
+
 class EventPublisher:
     """Queue + one omniORB thread delivering service events to the device in batches."""
 
-    def __init__(
-        self, handler: BatchHandler, name: str, quiet_s: float = 0.02, idle_s: float = 1.0
-    ) -> None:
+    def __init__(self, handler: BatchHandler, name: str, idle_s: float = 1.0) -> None:
         self._handler = handler
-        self._queue: queue.SimpleQueue[ServiceEvent | _Stop] = queue.SimpleQueue()
-        self._quiet_s = quiet_s
+        self._queue: queue.SimpleQueue[ServiceEvent | _Stop | _Wake] = queue.SimpleQueue()
         self._idle_s = idle_s
-        self._quiet_work = True  # deferred work may be due (at start: yes)
         self._thread = PyTangoThread(target=self._run, name=name, daemon=True)
         self._stopping = threading.Event()
 
@@ -65,6 +74,18 @@ class EventPublisher:
         """Service subscriber callback: never blocks."""
         self._queue.put(event)
 
+    def wake(self) -> None:
+        """Give the device a turn now (its deferred work may go on). Never blocks."""
+        self._queue.put(_WAKE)
+
+    def drain(self) -> None:
+        """Publish what is queued now, in the calling thread: only before `start`."""
+        if self._thread.is_alive():
+            raise RuntimeError("drain() is for before start()")
+        batch = self._take(None)
+        if batch:
+            self._handler.publish_batch(batch)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Deliver what is queued, then end the thread. The caller must not hold the monitor."""
         if self._stopping.is_set():
@@ -76,33 +97,44 @@ class EventPublisher:
             if self._thread.is_alive():
                 log.error("event publisher did not stop within %s s", timeout)
 
-    def _run(self) -> None:
-        while True:
+    def _take(self, first: ServiceEvent | None) -> list[ServiceEvent] | None:
+        """The next batch (None if a stop came): what is queued, up to MAX_BATCH."""
+        batch: list[ServiceEvent] = [] if first is None else [first]
+        while len(batch) < MAX_BATCH:
             try:
-                first = self._queue.get(timeout=self._quiet_s if self._quiet_work else self._idle_s)
+                item = self._queue.get_nowait()
             except queue.Empty:
-                if self._quiet_work:
-                    self._quiet_work = self._guarded(self._handler.on_quiet) is True
-                else:
+                break
+            if isinstance(item, _Stop):
+                if batch:
+                    self._guarded(functools.partial(self._handler.publish_batch, batch))
+                return None
+            if not isinstance(item, _Wake):
+                batch.append(item)
+        return batch
+
+    def _run(self) -> None:
+        next_idle = time.monotonic() + self._idle_s
+        while True:
+            wait = self._guarded(self._handler.on_turn)
+            timeout = max(0.0, next_idle - time.monotonic())
+            if wait is not None:
+                timeout = min(wait, timeout)
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                if time.monotonic() >= next_idle:
                     self._guarded(self._handler.on_idle)
+                    next_idle = time.monotonic() + self._idle_s
                 continue
             if isinstance(first, _Stop):
                 return
-            batch: list[ServiceEvent] = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, _Stop):
-                    stop = True
-                    break
-                batch.append(item)
-            self._guarded(functools.partial(self._handler.publish_batch, batch))
-            self._quiet_work = True
-            if stop:
+            if isinstance(first, _Wake):
+                continue
+            batch = self._take(first)
+            if batch is None:
                 return
+            self._guarded(functools.partial(self._handler.publish_batch, batch))
 
     @staticmethod
     def _guarded(call: Callable[[], T]) -> T | None:

@@ -235,6 +235,13 @@ class ScriptExecutionService:
         with self._lock:
             return [p.summary() for p in self._procedures.values()]
 
+    def next_ids(self, count: int) -> builtins.list[int]:
+        """The ids the next `count` procedures will get, in order (nothing is reserved)."""
+        if self._store is not None:
+            return self._store.peek_ids(count)
+        with self._lock:
+            return builtins.list(range(self._next_id, self._next_id + count))
+
     def recent_output(self) -> builtins.list[str]:
         with self._lock:
             return list(self._output)

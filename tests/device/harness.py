@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,30 @@ def procedure_attributes(proxy: tango.DeviceProxy, upto: int) -> list[str]:
         if match and int(match.group(1)) <= upto:
             names.append(name)
     return sorted(names)
+
+
+def wait_attributes(
+    proxy: tango.DeviceProxy, expected: Iterable[str], upto: int, timeout: float = 10.0
+) -> None:
+    """Block until the per-procedure attributes of ids <= `upto` are `expected`.
+
+    The device makes structural changes one at a time, each announced by an interface-change
+    event, so the list is checked again on each event; raises with the last list seen.
+    """
+    want = sorted(expected)
+    changed = threading.Event()
+    event_id = proxy.subscribe_event(
+        tango.EventType.INTERFACE_CHANGE_EVENT, lambda _e: changed.set()
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while (seen := procedure_attributes(proxy, upto)) != want:
+            left = deadline - time.monotonic()
+            if left <= 0 or not changed.wait(left):
+                raise AssertionError(f"attributes after {timeout} s: {seen}, expected {want}")
+            changed.clear()
+    finally:
+        proxy.unsubscribe_event(event_id)
 
 
 def in_order(values: Iterable[Any], expected: list[Any]) -> bool:

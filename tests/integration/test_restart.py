@@ -172,11 +172,6 @@ def _restart(server: Server, tmp_path: Path) -> tango.DeviceProxy:
     return tango.DeviceProxy(server.trl)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restored procedures' procedure<ID>State attributes are not created while the "
-    "server starts (the event channel opens only later): issue 8/9 follow-up",
-)
 def test_after_kill_9_the_record_is_whole_and_every_descendant_is_gone(
     server: Server, watcher: Watcher, tmp_path: Path
 ) -> None:
