@@ -1,16 +1,21 @@
-"""The device's own subscription to its interface-change event: it says when cppTango has pushed.
+"""When the device may make its next structural change: cppTango's interface thread is gone.
 
-Two cppTango 10.3 facts make this necessary (docs/device.md, benchmarks/repro_dev_intr.py):
-an `add_attribute` before any event subscription exists crashes the server (the ZMQ event
-supplier is created only by the first subscription), and each structural change starts the
-DevIntrThread, which must be let through the device monitor before the next change. A client
-subscription from inside the server creates the supplier, and its events say when the
-DevIntrThread has pushed (and so is ending): the moment the next change is safe.
+Two cppTango 10.3 facts shape this (docs/device.md, benchmarks/repro_dev_intr.py). An
+`add_attribute` before any event subscription exists crashes the server (the ZMQ event
+supplier is created only by the first subscription). And each add/remove starts the
+DevIntrThread, which waits 50 ms, takes the device monitor, pushes the interface-change event
+and ends; a structural change made while it is alive and past that wait never gets its
+acknowledgement: both block for 3.2 s. So the device subscribes to its own interface-change
+event (creating the supplier; each event is a wake-up), notes the threads that appear during
+each change (the DevIntrThread is started inside the call), and makes the next change only
+once they have all ended. An event alone is not enough: it arrives while the thread that
+pushed it may still be finishing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,14 +25,24 @@ import tango
 
 log = logging.getLogger(__name__)
 
-#: The DevIntrThread gives up on the device monitor after 3.2 s without pushing: past this, it
-#: has surely ended even if no event came.
+#: A DevIntrThread ends at most ~3.3 s after its change (50 ms wait, then at most 3.2 s for the
+#: monitor): past this, the threads noted at a change are not it.
 INTERFACE_WAIT_S = 4.0
 FIRST_EVENT_WAIT_S = 3.0
+RECHECK_S = 0.001  # the event came: the thread that pushed it ends within microseconds
+POLL_S = 0.1  # no event yet: look again now and then (a thread that did not push also ends)
+_TASKS = "/proc/self/task"
+
+
+def _threads() -> set[int]:
+    try:
+        return {int(t) for t in os.listdir(_TASKS)}
+    except OSError:  # not Linux: nothing to watch, every change waits its full bound
+        return set()
 
 
 class InterfaceWatch:
-    """Subscribed to one device's interface-change event; knows whether a change is in flight."""
+    """Subscribed to one device's interface-change event; tracks the change in flight."""
 
     def __init__(self, device_name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.device_name = device_name
@@ -36,7 +51,10 @@ class InterfaceWatch:
         self._first = threading.Event()
         self._proxy: Any = None
         self._event_id: int | None = None
+        self._before: set[int] = set()
+        self._started: set[int] = set()  # threads that appeared during the change in flight
         self._since: float | None = None  # when the change in flight began
+        self._pushed = False
         self.wake: Callable[[], None] = lambda: None
 
     @property
@@ -49,7 +67,6 @@ class InterfaceWatch:
             return
         proxy = tango.DeviceProxy(self.device_name)
         event_id = proxy.subscribe_event(tango.EventType.INTERFACE_CHANGE_EVENT, self._on_event)
-        # The subscription's first event must not be taken for a change's event.
         if not self._first.wait(FIRST_EVENT_WAIT_S):
             log.warning("no first interface-change event from %s", self.device_name)
         self._proxy, self._event_id = proxy, event_id
@@ -63,21 +80,35 @@ class InterfaceWatch:
                 log.warning("cannot unsubscribe from %s: %s", self.device_name, exc)
 
     def begin_change(self) -> None:
-        """A structural change is about to be made: the next one waits for its event."""
+        """Call right before add/remove_attribute, in the thread that makes it."""
         with self._lock:
             self._since = self._clock()
+            self._pushed = False
+            self._before = _threads()
+
+    def end_change(self) -> None:
+        """Call right after it (also when it raised)."""
+        with self._lock:
+            self._started = _threads() - self._before
 
     def wait_s(self) -> float:
-        """0 when a structural change may be made now; else how long until it may."""
+        """0 when a structural change may be made now; else when to ask again."""
         with self._lock:
             if self._since is None:
                 return 0.0
+            self._started &= _threads()
+            if not self._started:
+                self._since = None
+                return 0.0
             left = self._since + INTERFACE_WAIT_S - self._clock()
-            if left > 0:
-                return left
-            self._since = None
+            if left <= 0:
+                self._since, self._started = None, set()
+            elif self._pushed:
+                return RECHECK_S
+            else:
+                return min(POLL_S, left)
         log.warning(
-            "no interface-change event from %s within %.1f s of a change; going on",
+            "threads started by a change of %s still alive after %.1f s; going on",
             self.device_name,
             INTERFACE_WAIT_S,
         )
@@ -88,5 +119,5 @@ class InterfaceWatch:
             return  # a keep-alive problem, not a pushed interface
         self._first.set()
         with self._lock:
-            self._since = None
+            self._pushed = True
         self.wake()

@@ -63,7 +63,7 @@ OUTPUT_MAX_LINES = 10000  # max_dim_x of `output`
 PUBLISH_WAIT_S = 2.0  # Prepare waits at most this long for its attributes to exist
 #: Procedure ids whose attributes are created ahead of their Prepare. Each structural change
 #: costs one cppTango interface-change cycle (>= 50 ms), so spares keep Prepare fast.
-SPARE_IDS = 2
+SPARE_IDS = 4
 CHANNEL_RETRY_S = 1.0  # the event channel could not be opened: try again after this long
 
 _DEV_STATE = {
@@ -166,7 +166,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             # No event subscription can exist yet, so no interface thread: the restored
             # procedures' attributes are all made now, before clients can connect.
             while (change := self._structure.next_change()) is not None:
-                self._make(change)
+                self._make(change, watched=False)
         self._publisher.start()
 
     def create_service(self, config: ServiceConfig) -> ScriptExecutionService:
@@ -321,10 +321,16 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         spares = service.next_ids(SPARE_IDS) if service is not None else []
         self._structure.want(self._model.procedure_ids(), spares)
 
-    def _make(self, change: Change) -> None:
-        """Add or remove one attribute, under the monitor; record what happened."""
+    def _make(self, change: Change, *, watched: bool = True) -> None:
+        """Add or remove one attribute, under the monitor; record what happened.
+
+        `watched`: note the threads the change starts (cppTango's interface thread), so the
+        next change waits for them; not while the server starts (no such thread then).
+        """
         name = change.name
         with tango.AutoTangoMonitor(self):
+            if watched:
+                self._interface.begin_change()
             try:
                 if change.add:
                     spec = next(s for s in PROCEDURE_ATTRIBUTES if s.kind == change.kind)
@@ -336,7 +342,11 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
                     # pytango keeps a bound read wrapper per dynamic attribute on the instance.
                     for key in [k for k in vars(self) if k.startswith(f"__wrapped_read_{name}_")]:
                         delattr(self, key)
+                if watched:
+                    self._interface.end_change()
             except tango.DevFailed as exc:
+                if watched:
+                    self._interface.end_change()
                 if self._has_attribute(name) != change.add:
                     log.error("cannot %s %s: %s", "add" if change.add else "remove", name, exc)
                     self._structure.failed(change, str(exc.args[0].desc).strip())
@@ -379,7 +389,6 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         wait = self._interface.wait_s()
         if wait > 0:
             return wait
-        self._interface.begin_change()
         self._make(change)
         return self._interface.wait_s()
 

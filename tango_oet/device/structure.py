@@ -10,8 +10,9 @@ class decides *what* the next change is, the device decides *when*. Pure Python,
 
 Order of work: the attributes of procedures in the history first (oldest first, `State` then
 `Summary`: a Prepare waits for both, in the order Prepares came), then removal of attributes
-nothing wants any more (oldest first), then the spares (the attributes of the next procedure
-ids, made ahead of their Prepare so that it need not wait).
+nothing wants any more (oldest first; first of all when more than MAX_STALE are left), then the
+spares (the attributes of the next procedure ids, made ahead of their Prepare so that it need
+not wait).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 
 KINDS = ("State", "Summary")
 RETRY_AFTER_S = 1.0  # a change that failed is tried again after this long
+#: Attributes of procedures that left the history, beyond which removing them comes before
+#: making new ones (so a busy device does not pile them up).
+MAX_STALE = 4
 
 
 @dataclass(frozen=True)
@@ -134,14 +138,15 @@ class Structure:
 
     # ---- the plan (lock held) ---------------------------------------------------------------
     def _plan(self) -> Iterable[Change]:
+        wanted = set(self._history) | set(self._spares)
+        stale = [Change(p, k, add=False) for p, k in sorted(self._existing) if p not in wanted]
+        if len(stale) > MAX_STALE:
+            yield from stale  # under sustained load too, leftovers stay few
         for pid in self._history:
             for kind in KINDS:
                 if (pid, kind) not in self._existing:
                     yield Change(pid, kind, add=True)
-        wanted = set(self._history) | set(self._spares)
-        for pid, kind in sorted(self._existing):
-            if pid not in wanted:
-                yield Change(pid, kind, add=False)
+        yield from stale
         for kind in KINDS:
             for pid in self._spares:
                 if (pid, kind) not in self._existing:
