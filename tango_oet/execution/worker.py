@@ -31,8 +31,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from tango_oet import scripting
+from tango_oet.execution import cgroups, procfs
 from tango_oet.execution import messages as m
-from tango_oet.execution import procfs
 
 FLUSH_INTERVAL_S = 0.005
 MAX_PENDING_LINES = 2000
@@ -46,6 +46,14 @@ CGROUP_ENV = "OET_CONTAINMENT_CGROUP"  # the same name as in containment.py (ser
 # Set once by worker_main: how this worker kills what its script left before it exits.
 _subreaper = False
 _cgroup: str | None = None
+# Set when the worker starts to exit (the script is over, `_exit` is about to kill what it
+# left): from then on SIGTERM no longer raises, so it cannot abort that cleanup half-way, and
+# the receiver no longer takes the pipe the worker closed itself for a parent that is gone.
+_exiting = False
+# Held by the first caller of `_exit` until os._exit: the main thread and the timer that
+# `_parent_gone` starts may both get there, and the first to finish must not end the process
+# while the other is still killing.
+_exit_lock = threading.Lock()
 
 
 def json_safe(value: Any) -> Any:
@@ -252,6 +260,8 @@ class ScriptWorker:
         try:
             self._receive_forever()
         except BaseException:
+            if _exiting:
+                return  # the worker closed the pipe under us on its way out (e.g. TypeError)
             # Without its receiver nobody could stop this worker: end it as if orphaned.
             self._parent_gone()
             raise
@@ -286,6 +296,10 @@ class ScriptWorker:
             self._resume.notify_all()
 
     def _parent_gone(self) -> None:
+        if _exiting:
+            # Not the parent: worker_main closed the pipe itself and `_exit` is killing what the
+            # script left. Signalling ourselves now would only interrupt that.
+            return
         # Without a parent nobody can stop us: stop the script ourselves, escalating like it would.
         self._stop.set()
         self._set_unpaused()
@@ -461,6 +475,11 @@ def _flush_std_streams() -> None:
 
 
 def _on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+    if _exiting:
+        # The script is over and `_exit` is killing what it left: exactly what the SIGTERM
+        # asks for. Raising here would abort that half-way (in subreaper mode, a daemon that
+        # forked without exec would then escape for good), so the signal is absorbed.
+        return
     raise scripting.ScriptTerminated(f"terminated by {signal.Signals(signum).name}")
 
 
@@ -494,7 +513,7 @@ def _contain(containment: tuple[str, str | None] | None) -> None:
 
 def _kill_cgroup_mates(cgroup: str) -> None:
     """SIGKILL every other member of this worker's cgroup (checked members, verified pids)."""
-    mine = _cgroup_name(os.getpid())
+    mine = cgroups.cgroup_of(os.getpid())
     for _ in range(20):
         try:
             with open(os.path.join(cgroup, "cgroup.procs"), encoding="ascii") as f:
@@ -505,26 +524,22 @@ def _kill_cgroup_mates(cgroup: str) -> None:
         for pid in pids:
             ident = procfs.identify(pid)
             # Membership checked after the start time was read: the pid is that process.
-            if ident is not None and _cgroup_name(pid) == mine:
+            if ident is not None and cgroups.cgroup_of(pid) == mine:
                 mates.append(ident)
         if not mates:
             return
         procfs.kill_verified(mates, wait_s=0.5)
 
 
-def _cgroup_name(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return line[3:].rstrip("\n")
-    except OSError:
-        return None
-    return None
-
-
 def _exit(code: int) -> None:
-    """os._exit, after killing every process the script left (its cgroup mates or its tree)."""
+    """os._exit, after killing every process the script left (its cgroup mates or its tree).
+
+    Called from the main thread (worker_main) or from `_parent_gone`'s timer; the second caller
+    waits here until the first has exited the process.
+    """
+    global _exiting
+    _exiting = True
+    _exit_lock.acquire()  # never released: os._exit below ends the process
     try:
         if _cgroup is not None:
             _kill_cgroup_mates(_cgroup)
@@ -532,13 +547,14 @@ def _exit(code: int) -> None:
             me = procfs.identify(os.getpid())
             if me is not None:
                 procfs.kill_tree(me, include_root=False)
-    except Exception as exc:  # exiting matters more than a clean tree
+    except BaseException as exc:  # exiting matters more than a clean tree
         print(f"tango-oet worker: cannot kill descendants: {exc!r}", file=sys.__stderr__)
     os._exit(code)
 
 
 def worker_main(conn: Connection, containment: tuple[str, str | None] | None = None) -> None:
     """Entry point of a worker process (forkserver/spawn target, or `python -m`)."""
+    global _exiting
     # First, before anything can start a process that could escape.
     _contain(containment)
     # Own process group: the supervisor's SIGKILL reaches whatever the script started too.
@@ -551,16 +567,25 @@ def worker_main(conn: Connection, containment: tuple[str, str | None] | None = N
     # A script spinning in pure Python holds the GIL; the receiver thread (pause, stop) and
     # the output flusher would wait up to the default 5 ms for it on every hand-over.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    code = 1  # what multiprocessing reports for an uncaught exception, as before
     try:
         code = ScriptWorker(conn).run()
     except scripting.StopRequested:
-        code = EXIT_OK
-    try:
-        conn.close()
-    except OSError:
-        pass
-    # os._exit: non-daemon threads a script left behind must not keep the worker alive.
-    _exit(code)
+        code = EXIT_OK  # a SIGTERM (or Stop) ended the script, possibly on its way out of run()
+    except BaseException:
+        # A fault of the worker itself: still kill what the script started (below).
+        traceback.print_exc(file=sys.__stderr__)
+    finally:
+        # Whatever is in flight, the cleanup runs. A plain store first: no call precedes it,
+        # where CPython could run the SIGTERM handler, so every SIGTERM from here on is
+        # absorbed; and it precedes closing the pipe, which the receiver thread notices.
+        _exiting = True
+        try:
+            conn.close()
+        except OSError:
+            pass
+        # os._exit: non-daemon threads a script left behind must not keep the worker alive.
+        _exit(code)
 
 
 def _main_from_fd() -> None:

@@ -84,6 +84,18 @@ SCRIPT = textwrap.dedent("""
             "fork_child": _forked_child(),
         }
 
+    def sigterm_during_cleanup():
+        # The worker kills what its script left through procfs.kill_verified on its way out
+        # (worker._exit). Have a SIGTERM arrive just before its first kill, as the supervisor's
+        # (or the worker's own, sent when its receiver finds the pipe closed) can.
+        from tango_oet.execution import procfs
+        real = procfs.kill_verified
+        def kill_verified(*args, **kwargs):
+            procfs.kill_verified = real
+            os.kill(os.getpid(), signal.SIGTERM)
+            return real(*args, **kwargs)
+        procfs.kill_verified = kill_verified
+
     def main(block=False, ignore_term=False):
         if ignore_term:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -277,6 +289,23 @@ def test_stop_kills_every_descendant(guard: Guard, tmp_path: Path, mechanism: st
     worker.signal(signal.SIGTERM)
     finish(worker)
     assert_all_gone(procs)
+
+
+def test_a_sigterm_during_the_workers_cleanup_does_not_interrupt_it(
+    guard: Guard, tmp_path: Path, mechanism: str
+) -> None:
+    """The script has ended and the worker is killing what it left: a late SIGTERM must not
+    abort that (in subreaper mode nothing else finds a forked daemon that did not exec)."""
+    containment = make_containment(guard, tmp_path, mechanism)
+    worker, procs = start_spawning_worker(guard, containment)
+    worker.send(m.CallFunction, call_id=1, function="sigterm_during_cleanup")
+    receive_until(worker, m.CallReturned)
+    worker.send(m.CallFunction, call_id=2, function="main")
+    receive_until(worker, m.CallReturned)
+    info = worker.reap(timeout=15)
+    worker.close()
+    assert_all_gone(procs)
+    assert info is not None and info.exitcode == 0, info  # main returned: a clean exit
 
 
 def test_worker_sigkilled_from_outside(guard: Guard, tmp_path: Path, mechanism: str) -> None:
