@@ -112,6 +112,7 @@ class ScriptExecutionService:
         self._event_seq = 0
         self._closed = False
         self._started = False
+        self._running = False  # open() has started every engine thread
         self._failure: str | None = None
         self._output: collections.deque[str] = collections.deque(
             maxlen=self.config.output_lines_kept
@@ -120,16 +121,25 @@ class ScriptExecutionService:
         self._store: Store | None = None
         self._containment: Containment | None = None
         if self.config.instance_name:
-            self._store, self._containment = _durable_parts(self.config)
-        self._supervisor = ProcessManager(self, self.config.deadlines)
-        self._pool = WorkerPool(
-            launcher or ContextLauncher(self.config.start_method, containment=self._containment),
-            self.config.pool_size,
-        )
-        self._git = git
-        self._git_threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="oet-git"
-        )
+            self._store, self._containment = _durable_parts(self.config, self._store_health)
+        try:
+            self._supervisor = ProcessManager(self, self.config.deadlines)
+            self._pool = WorkerPool(
+                launcher
+                or ContextLauncher(self.config.start_method, containment=self._containment),
+                self.config.pool_size,
+            )
+            self._git = git
+            self._git_threads = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="oet-git"
+            )
+        except BaseException:
+            # The store holds a lock on its file: left open, every later Init would fail.
+            if self._containment is not None:
+                self._containment.close()
+            if self._store is not None:
+                self._store.close()
+            raise
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> ScriptExecutionService:
@@ -143,6 +153,7 @@ class ScriptExecutionService:
         self._restore(swept)
         self._supervisor.start()
         self._pool.start()
+        self._running = True
         self._publish_status()
         self.refresh_environments()
         return self
@@ -249,6 +260,11 @@ class ScriptExecutionService:
     def running_count(self) -> int:
         with self._lock:
             return self._running_locked()
+
+    def _store_health(self, _healthy: bool, _why: str) -> None:
+        """The store's writer found the disk failing or working again: say so at once."""
+        if self._running and not self._closed:
+            self._publish_status()
 
     def health(self) -> tuple[bool, str]:
         """(healthy, why): false if an engine thread died."""
@@ -770,10 +786,12 @@ class ScriptExecutionService:
         self._emit(ServiceStatusChanged(self.running_count(), False, self._failure))
 
 
-def _durable_parts(config: ServiceConfig) -> tuple[Store, Containment]:
+def _durable_parts(
+    config: ServiceConfig, on_health: Callable[[bool, str], None]
+) -> tuple[Store, Containment]:
     """The store and the containment of a named device; both live under its data directory."""
     key = re.sub(r"[^A-Za-z0-9_.-]", "_", config.instance_name)
-    store = Store(config.data_dir / "history" / f"{key}.sqlite3")
+    store = Store(config.data_dir / "history" / f"{key}.sqlite3", on_health=on_health)
     try:
         containment = Containment.for_instance(
             instance_token(config.instance_name, str(config.data_dir.resolve())),
