@@ -12,11 +12,13 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import psutil
 
@@ -113,9 +115,12 @@ class Row:
     bare: float | None = None
     bare_name: str = ""
     target: str = ""
+    note: str = ""
 
     def ratio(self) -> str:
-        return f"{self.value / self.bare:.1f}x {self.bare_name}" if self.bare else ""
+        if self.note:
+            return self.note
+        return f"{self.value / self.bare:.2f}x {self.bare_name}" if self.bare else ""
 
 
 # ---- bare costs (a warm child; one pipe round trip; a child's import+run) ------------------
@@ -201,6 +206,53 @@ def relayed_per_second(
     return n / dt
 
 
+def cycles(svc: ScriptExecutionService, w: Watcher, n: int) -> tuple[list[float], list[float]]:
+    """`n` Prepare -> READY and Start -> COMPLETE times (s) of a trivial script."""
+    ready, complete = [], []
+    for _ in range(n):
+        svc.pool.wait_warm(30)
+        pid, dt = prepare_ready(svc, w, TRIVIAL)
+        ready.append(dt)
+        # The pool refills in the background after each take; on 2 cores that fork competes
+        # with the start being measured, so let it finish (it is not part of a start).
+        svc.pool.wait_warm(30)
+        box = [pid]
+        w.arm(state_is(box, ProcedureState.COMPLETE))
+        t0 = time.perf_counter()
+        svc.start(StartRequest(pid))
+        complete.append(w.wait() - t0)
+    return ready, complete
+
+
+def store_rows(n: int, lines_n: int, events_n: int, without: dict[str, float]) -> list[Row]:
+    """The hot path again with the durable store (a named service), beside the figures
+    measured without it in this run: the store must not cost the event path more than 10 %."""
+    w = Watcher()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = ServiceConfig(
+            pool_size=2, history_length=1000, instance_name="bench/engine/store", data_dir=Path(tmp)
+        )
+        with ScriptExecutionService(config) as svc:
+            svc.subscribe(w)
+            svc.pool.wait_warm(30)
+            ready, complete = cycles(svc, w, n)
+            lines = relayed_per_second(svc, w, PRINTER, lines_n, lambda: w.lines, "output lines")
+            events = relayed_per_second(
+                svc, w, PUBLISHER, events_n, lambda: w.user_events, "events"
+            )
+    # Rates: the ratio is time per item with the store over time per item without it.
+    return [
+        Row("with the store: prepare -> READY", _ms(ready), "ms", without["ready"],
+            "same without the store", "<= 1.1x"),
+        Row("with the store: start -> COMPLETE", _ms(complete), "ms", without["complete"],
+            "same without the store", "<= 1.1x"),
+        Row("with the store: output lines/s", lines, "lines/s", None, "", "<= 1.1x time/line",
+            note=f"{without['lines'] / lines:.2f}x time per line"),
+        Row("with the store: user events/s", events, "events/s", None, "", "<= 1.1x time/event",
+            note=f"{without['events'] / events:.2f}x time per event"),
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (CI smoke)")
@@ -223,19 +275,7 @@ def main() -> None:
         threading.Event().wait(1.0)  # measuring idle CPU over one second of doing nothing
         idle_cpu = [sum(p.cpu_times()[:2]) - c for p, c in zip(idle, cpu0, strict=True)]
 
-        ready, complete = [], []
-        for _ in range(n):
-            svc.pool.wait_warm(30)
-            pid, dt = prepare_ready(svc, w, TRIVIAL)
-            ready.append(dt)
-            # The pool refills in the background after each take; on 2 cores that fork competes
-            # with the start being measured, so let it finish (it is not part of a start).
-            svc.pool.wait_warm(30)
-            box = [pid]
-            w.arm(state_is(box, ProcedureState.COMPLETE))
-            t0 = time.perf_counter()
-            svc.start(StartRequest(pid))
-            complete.append(w.wait() - t0)
+        ready, complete = cycles(svc, w, n)
         rows.append(
             Row(
                 "prepare -> READY (warm pool)",
@@ -307,13 +347,16 @@ def main() -> None:
             )
         )
 
-        rate = relayed_per_second(svc, w, PRINTER, lines_n, lambda: w.lines, "output lines")
+        lines = relayed_per_second(svc, w, PRINTER, lines_n, lambda: w.lines, "output lines")
         rows.append(
-            Row(f"output lines/s relayed ({lines_n} lines, 0 lost)", rate, "lines/s",
+            Row(f"output lines/s relayed ({lines_n} lines, 0 lost)", lines, "lines/s",
                 target=">= 20k/s")
         )  # fmt: skip
-        rate = relayed_per_second(svc, w, PUBLISHER, events_n, lambda: w.user_events, "events")
-        rows.append(Row(f"user events/s relayed ({events_n}, 0 lost)", rate, "events/s"))
+        events = relayed_per_second(svc, w, PUBLISHER, events_n, lambda: w.user_events, "events")
+        rows.append(Row(f"user events/s relayed ({events_n}, 0 lost)", events, "events/s"))
+
+    without = {"ready": _ms(ready), "complete": _ms(complete), "lines": lines, "events": events}
+    rows.extend(store_rows(n, lines_n, events_n, without))
 
     rows.append(Row("RSS per idle worker", statistics.median(idle_rss) / 2**20, "MiB"))
     rows.append(Row("CPU of an idle worker", max(idle_cpu) * 100, "% of core", target="~0"))
@@ -332,7 +375,7 @@ def _print(rows: list[Row]) -> None:
         f"tango-oet engine benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} cpus,"
         " medians)"
     )
-    print(f"{'measurement':52} {'value':>12}  {'unit':9} {'ratio to bare parts':34} target")
+    print(f"{'measurement':52} {'value':>12}  {'unit':9} {'ratio':34} target")
     for r in rows:
         value = f"{r.value:,.3f}" if r.value < 100 else f"{r.value:,.0f}"
         print(f"{r.name:52} {value:>12}  {r.unit:9} {r.ratio():34} {r.target}")

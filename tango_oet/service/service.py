@@ -503,7 +503,7 @@ class ScriptExecutionService:
                 ):
                     self._store.save(s)
                 case UserEventPublished():
-                    self._store.append_event(event.procedure_id, event.to_json())
+                    self._store.append_event(event.procedure_id, event)  # encoded by the writer
                 case OutputAppended():
                     pass  # stored per procedure where the lines arrive (on_worker_message)
         self._pump.publish(event)

@@ -184,8 +184,9 @@ class Store:
         """Output lines of one procedure, oldest first, without the "<id> " prefix."""
         self._put((OUTPUT, procedure_id, tuple(lines)))
 
-    def append_user_event(self, procedure_id: int, event: Mapping[str, Any]) -> None:
-        """A user event as `lastEvent` shows it: {"id", "topic", "payload", "time", "seq"}."""
+    def append_user_event(self, procedure_id: int, event: Mapping[str, Any] | Any) -> None:
+        """A user event as `lastEvent` shows it: {"id", "topic", "payload", "time", "seq"},
+        or an object whose `to_json()` gives that (converted by the writer, and only if kept)."""
         self._put((EVENT, procedure_id, event))
 
     def remove_procedure(self, procedure_id: int) -> None:

@@ -184,7 +184,7 @@ class BatchWriter:
         if opt.output_lines:
             conn.executemany("INSERT INTO output (procedure_id, line) VALUES (?, ?)", lines)
         events = [
-            (pid, json.dumps(event, default=repr, separators=(",", ":")))
+            (pid, json.dumps(_event_record(event), default=repr, separators=(",", ":")))
             for pid, tail in pending.events.items()
             for event in tail
         ]
@@ -287,3 +287,9 @@ def check_queue_change(state: str | None, items: Any) -> None:
             raise ValueError(f"queue item {item.id}: unknown state {item.state!r}")
         if isinstance(item.id, bool) or not isinstance(item.id, int) or item.id <= 0:
             raise ValueError(f"queue item id must be an integer > 0, got {item.id!r}")
+
+
+def _event_record(event: Any) -> Any:
+    """The engine hands over its event objects; only those kept are turned into records."""
+    to_json = getattr(event, "to_json", None)
+    return to_json() if callable(to_json) else event
