@@ -133,6 +133,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         watch: InterfaceWatch | None = getattr(self, "_interface", None)
         self._interface = watch if watch is not None else InterfaceWatch(self.get_name())
         self._channel_failures = 0
+        self._warned = False  # Status names attributes that could not be made
         self._publisher = EventPublisher(self, name=f"oet-publisher:{self.get_name()}")
         self._interface.wake = self._publisher.wake
         for name in _STATIC_EVENTS:
@@ -404,8 +405,14 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         if service is None:
             return
         healthy, message = service.health()
-        if not healthy:
-            status = ServiceStatusChanged(service.running_count(), False, message)
+        failures = self._structure.failures()
+        if failures:
+            # Said in Status (and retried) until the attributes exist: not a FAULT of the engine.
+            listed = "; ".join(f"{name}: {error}" for name, error in sorted(failures.items()))
+            message = f"{message}; WARNING: attributes not made yet (retried): {listed}"
+        if not healthy or failures or self._warned:
+            self._warned = bool(failures)
+            status = ServiceStatusChanged(service.running_count(), healthy, message)
             with tango.AutoTangoMonitor(self):
                 self._execute(self._model.apply([status]))
 

@@ -150,3 +150,33 @@ def test_a_burst_of_prepares_gets_every_procedures_attributes(start_device: Star
         state = oet.proxy.read_attribute(f"procedure{pid}State")
         assert state.quality == tango.AttrQuality.ATTR_VALID, pid
         assert json.loads(oet.proxy.read_attribute(f"procedure{pid}Summary").value)["id"] == pid
+
+
+def test_an_attribute_that_cannot_be_made_is_reported_in_status_and_retried(
+    start_device: StartDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tango_oet.device.oetscheduler import OETScheduler
+
+    refused = {"procedure1Summary"}
+    original = OETScheduler.add_attribute
+
+    def add_attribute(self: OETScheduler, attr: Any, *args: Any, **kwargs: Any) -> Any:
+        if attr.attr_name in refused:
+            tango.Except.throw_exception("API_Test", "refused by the test", "add_attribute")
+        return original(self, attr, *args, **kwargs)
+
+    monkeypatch.setattr(OETScheduler, "add_attribute", add_attribute)
+    oet = start_device()
+    oet.events.subscribe("Status")
+    oet.events.wait(
+        "Status",
+        lambda vs: any("procedure1Summary: refused by the test" in v for v in vs),
+        "the refused attribute named in Status",
+    )
+    assert "procedure1State" in oet.proxy.get_attribute_list()  # the others were made
+
+    refused.clear()
+    wait_attributes(oet.proxy, ["procedure1State", "procedure1Summary"], upto=1)
+    oet.events.wait(
+        "Status", lambda vs: "WARNING" not in vs[-1], "the warning gone once it is made"
+    )
