@@ -169,6 +169,8 @@ class Servers:
                                     "PoolSize": [str(pool_size)],
                                     "HistoryLength": ["1000"],
                                     "OutputLinesKept": ["1000"],
+                                    # Deny by default: the benchmark's scripts are embedded.
+                                    "AllowEmbedded": ["true"],
                                 }
                             }
                         }

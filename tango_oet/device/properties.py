@@ -13,11 +13,13 @@ from typing import Any
 from tango_oet.execution.supervisor import StopDeadlines
 from tango_oet.service.config import ServiceConfig, default_data_dir
 
-#: name -> (python type, default). Every default works out of the box.
+#: name -> (python type, default). Every default works out of the box, and the script policy
+#: is deny by default (INTERFACE.md, "Safe by default"): with none of the first three set,
+#: every Prepare is refused with OET_ScriptNotAllowed naming the property to set.
 PROPERTY_DEFAULTS: dict[str, tuple[type, Any]] = {
-    "ScriptRoots": (list, []),  # allowed directories for file:// scripts; empty = any path
-    "GitAllowList": (list, ["*"]),  # fnmatch patterns of allowed repository URLs
-    "AllowEmbedded": (bool, True),
+    "ScriptRoots": (list, []),  # allowed directories for file:// scripts; empty = none
+    "GitAllowList": (list, []),  # fnmatch patterns of allowed repository URLs; empty = none
+    "AllowEmbedded": (bool, False),
     "PoolSize": (int, 2),  # idle workers kept warm
     "MaxRunning": (int, 0),  # 0 = unlimited
     "HistoryLength": (int, 100),

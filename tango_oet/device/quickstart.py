@@ -4,8 +4,11 @@
 
 1. If no Tango database answers at TANGO_HOST (default 127.0.0.1:10000), start pytango-db's
    `PyDatabaseds` there, on a sqlite file in the data directory, and wait until it answers.
-2. Register the devices of the dsconfig JSON files (idempotent); set ScriptRoots (the
-   project's example scripts) and DataDirectory if they are not set, so the README works.
+2. Register the devices of the dsconfig JSON files (idempotent); set DataDirectory if it is
+   not set, and the script policy explicitly (the device allows nothing by default): ScriptRoots
+   is the project's example scripts if it is not set, plus every `--scripts DIR`; `--allow-git
+   PATTERN` adds to GitAllowList and `--allow-embedded` sets AllowEmbedded. It prints what each
+   device allows.
 3. Start `OETScheduler <instance>` for every server instance, wait until each device answers.
 4. On Ctrl-C or SIGTERM stop what it started, by PID: the servers (which stop their
    procedures), then the database. Nothing it started outlives it.
@@ -32,6 +35,7 @@ from typing import IO, Any
 import tango
 
 from tango_oet.device.registration import ensure_property, iter_devices, load_definition, register
+from tango_oet.domain.urls import GitUrlError, check_pattern
 
 DEFAULT_TANGO_HOST = "127.0.0.1:10000"
 START_TIMEOUT_S = 60.0
@@ -69,6 +73,63 @@ def example_scripts() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What `up` allows on top of what the database already holds for a device."""
+
+    scripts: tuple[Path, ...] = ()  # folders added to ScriptRoots (absolute)
+    git: tuple[str, ...] = ()  # patterns added to GitAllowList
+    embedded: bool = False  # True sets AllowEmbedded; False leaves it as configured
+
+
+def _is_true(values: Sequence[str]) -> bool:
+    return bool(values) and str(values[0]).strip().lower() in ("true", "1")
+
+
+def _extend(
+    db: tango.Database, device: str, name: str, base: list[str], add: Sequence[str]
+) -> list[str]:
+    """`base` plus the new entries of `add`, written to property `name` if that changes it."""
+    current = list(db.get_device_property(device, [name]).get(name, []))
+    wanted = list(base)
+    wanted += [a for a in add if a not in wanted]
+    if wanted != current:
+        db.put_device_property(device, {name: wanted})
+    return wanted
+
+
+def configure_policy(
+    db: tango.Database, device: str, example: Path | None, policy: Policy
+) -> list[str]:
+    """Set the device's script policy explicitly; return lines saying what it allows.
+
+    ScriptRoots keeps what the database holds (the example scripts when nothing is), plus
+    `policy.scripts`; GitAllowList gains `policy.git`; `policy.embedded` sets AllowEmbedded.
+    Only additions: a shared database's configuration is never narrowed or replaced.
+    """
+    held = db.get_device_property(device, ["ScriptRoots", "GitAllowList", "AllowEmbedded"])
+    roots_now = list(held.get("ScriptRoots", []))
+    base = roots_now or ([str(example)] if example is not None else [])
+    roots = _extend(db, device, "ScriptRoots", base, [str(d) for d in policy.scripts])
+    git = _extend(db, device, "GitAllowList", list(held.get("GitAllowList", [])), policy.git)
+    embedded = _is_true(list(held.get("AllowEmbedded", [])))
+    if policy.embedded and not embedded:
+        db.put_device_property(device, {"AllowEmbedded": ["true"]})
+        embedded = True
+    return [
+        f"{device} allows file:// scripts under: "
+        + (", ".join(roots) if roots else "nothing (ScriptRoots is empty; add --scripts DIR)"),
+        f"{device} allows git repositories matching: "
+        + (", ".join(git) if git else "nothing (GitAllowList is empty; add --allow-git PATTERN)"),
+        f"{device} allows embedded:// scripts: "
+        + (
+            "yes (AllowEmbedded)"
+            if embedded
+            else "no (AllowEmbedded is false; add --allow-embedded)"
+        ),
+    ]
 
 
 def _executable(name: str) -> list[str]:
@@ -206,6 +267,7 @@ def start(
     data_dir: Path,
     tango_host: str | None = None,
     out: Printer = print,
+    policy: Policy = Policy(),
 ) -> Stack:
     """Bring everything up and return at once; the caller must `stop()` the Stack."""
     tango_host = tango_host or os.environ.get("TANGO_HOST") or DEFAULT_TANGO_HOST
@@ -235,9 +297,9 @@ def start(
                 stack.devices.append(device.name)
                 if device.device_class != "OETScheduler":
                     continue
-                if scripts is not None:
-                    ensure_property(db, device.name, "ScriptRoots", [str(scripts)])
                 ensure_property(db, device.name, "DataDirectory", [str(data_dir / "engine")])
+                for line in configure_policy(db, device.name, scripts, policy):
+                    out(line)
         env = {**os.environ, "TANGO_HOST": tango_host}
         for instance, names in instances.items():
             if all(device_answers(f"tango://{tango_host}/{n}") for n in names):
@@ -265,6 +327,7 @@ def up(
     tango_host: str | None = None,
     out: Printer = print,
     stop_event: threading.Event | None = None,
+    policy: Policy = Policy(),
 ) -> int:
     """Start everything, print where it is, run until Ctrl-C/SIGTERM, then stop everything."""
     stop = stop_event or threading.Event()
@@ -273,7 +336,7 @@ def up(
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        stack = start(devices_files, data_dir, tango_host, out)
+        stack = start(devices_files, data_dir, tango_host, out, policy)
         try:
             out(f"TANGO_HOST={stack.tango_host}")
             for name in stack.devices:
@@ -294,21 +357,68 @@ def up(
             signal.signal(sig, handler)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry: `up [--devices FILE…] [--data-dir DIR] [--port N]`."""
-    parser = argparse.ArgumentParser(
+def _directory(value: str) -> Path:
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a directory")
+    return path
+
+
+def _git_pattern(value: str) -> str:
+    try:
+        return check_pattern(value)
+    except GitUrlError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(
         prog="tango-oet up",
-        description="Start a Tango database (if none answers), register and start OETScheduler",
+        description="Start a Tango database (if none answers), register and start OETScheduler."
+        " The device runs only what it is configured to allow: the example scripts, plus"
+        " what these options add.",
     )
-    parser.add_argument(
+    result.add_argument(
         "--devices", nargs="+", default=None, help="dsconfig JSON files (default: devices/*.json)"
     )
-    parser.add_argument("--data-dir", type=Path, default=Path(".oet-data"))
-    parser.add_argument("--port", type=int, default=None, help="Tango database port")
-    args = parser.parse_args(argv)
+    result.add_argument("--data-dir", type=Path, default=Path(".oet-data"))
+    result.add_argument("--port", type=int, default=None, help="Tango database port")
+    result.add_argument(
+        "--scripts",
+        action="append",
+        type=_directory,
+        default=[],
+        metavar="DIR",
+        help="also allow the file:// scripts under DIR (ScriptRoots); repeatable",
+    )
+    result.add_argument(
+        "--allow-git",
+        action="append",
+        type=_git_pattern,
+        default=[],
+        metavar="PATTERN",
+        help="allow git repositories matching PATTERN, e.g. 'https://gitlab.example/obs/*'"
+        " (GitAllowList); repeatable",
+    )
+    result.add_argument(
+        "--allow-embedded",
+        action="store_true",
+        help="accept embedded:// scripts, whose source comes in the request (AllowEmbedded)",
+    )
+    return result
+
+
+def policy_of(args: argparse.Namespace) -> Policy:
+    return Policy(tuple(args.scripts), tuple(args.allow_git), bool(args.allow_embedded))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry: `up [--devices FILE…] [--data-dir DIR] [--port N] [--scripts DIR]…`."""
+    command = parser()
+    args = command.parse_args(argv)
     files = args.devices or sorted(str(p) for p in Path("devices").glob("*.json"))
     if not files:
-        parser.error("no --devices given and no devices/*.json here")
+        command.error("no --devices given and no devices/*.json here")
     host_port = os.environ.get("TANGO_HOST") or DEFAULT_TANGO_HOST
     if args.port is not None:
         host, _ = parse_tango_host(host_port)
@@ -316,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for f in files:
             list(iter_devices(load_definition(Path(f))))  # fail early on a broken file
-        return up(files, args.data_dir, host_port)
+        return up(files, args.data_dir, host_port, policy=policy_of(args))
     except (RuntimeError, TimeoutError, ValueError, FileNotFoundError) as exc:
         print(f"tango-oet up: {exc}", file=sys.stderr)
         return 1

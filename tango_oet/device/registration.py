@@ -165,8 +165,15 @@ def _put_properties(
         return
     current = db.get_device_property(name, list(properties))
     changed = {k: list(v) for k, v in properties.items() if list(current.get(k, [])) != list(v)}
+    # An empty list (e.g. the chart's `gitAllowList: []`) is the property not set, i.e. the
+    # device's default; Tango holds no empty property, so a set one is deleted.
+    cleared = sorted(k for k, v in changed.items() if not v)
+    written = {k: v for k, v in changed.items() if v}
+    if written:
+        db.put_device_property(name, written)
+    if cleared:
+        db.delete_device_property(name, cleared)
     if changed:
-        db.put_device_property(name, changed)
         result.changes.append(f"{name} properties {sorted(changed)}")
 
 

@@ -11,6 +11,7 @@ from tango_oet.domain.errors import (
     ServiceUnavailable,
     UnknownProcedure,
 )
+from tango_oet.domain.policy import check_embedded_allowed, check_file_allowed
 from tango_oet.domain.requests import (
     PrepareRequest,
     ProcedureInput,
@@ -61,6 +62,8 @@ __all__ = [
     "StopRequest",
     "Trigger",
     "UnknownProcedure",
+    "check_embedded_allowed",
+    "check_file_allowed",
     "is_final",
     "next_state",
     "parse_id",

@@ -46,9 +46,17 @@ class IllegalTransition(OETError):
 
 
 class ScriptNotAllowed(OETError):
-    """The script location is outside what the server's configuration allows."""
+    """The script location is outside what the server's configuration allows.
+
+    `rule` is the property that refused it (ScriptRoots, GitAllowList, AllowEmbedded), when
+    one did; the message names it too.
+    """
 
     reason = "OET_ScriptNotAllowed"
+
+    def __init__(self, message: str, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class CapacityExceeded(OETError):

@@ -19,9 +19,11 @@ class ServiceConfig:
     pool_size: int = 2
     max_running: int = 0  # 0 = unlimited
     history_length: int = 100
-    script_roots: tuple[Path, ...] = ()  # allowed dirs for file:// scripts; empty = any path
+    script_roots: tuple[Path, ...] = ()  # allowed dirs for file:// scripts; empty = none
+    # The engine's own default, for code that builds it directly (benchmarks, engine tests);
+    # the device's AllowEmbedded property defaults to false and is always mapped onto this.
     allow_embedded: bool = True
-    git_allow: tuple[str, ...] = ("*",)  # fnmatch patterns of repository URLs
+    git_allow: tuple[str, ...] = ()  # fnmatch patterns of repository URLs; empty = no git
     data_dir: Path = field(default_factory=default_data_dir)
     deadlines: StopDeadlines = field(default_factory=StopDeadlines)
     start_method: str = "forkserver"

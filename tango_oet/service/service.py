@@ -29,6 +29,7 @@ from tango_oet.domain.errors import (
     ServiceUnavailable,
     UnknownProcedure,
 )
+from tango_oet.domain.policy import check_embedded_allowed, check_file_allowed
 from tango_oet.domain.requests import PrepareRequest, ProcedureInput, StartRequest, StopRequest
 from tango_oet.domain.scripts import EmbeddedScript, FilesystemScript, GitScript
 from tango_oet.domain.states import (
@@ -334,8 +335,7 @@ class ScriptExecutionService:
             case FilesystemScript():
                 self._check_file(script)
             case EmbeddedScript():
-                if not self.config.allow_embedded:
-                    raise ScriptNotAllowed("embedded scripts are disabled on this server")
+                check_embedded_allowed(self.config.allow_embedded)
             case GitScript():
                 if self._git is None:
                     raise ScriptNotAllowed("git scripts are not enabled on this server")
@@ -423,9 +423,7 @@ class ScriptExecutionService:
     def _check_file(self, script: FilesystemScript) -> None:
         path = Path(os.path.realpath(script.path))
         roots = [Path(os.path.realpath(r)) for r in self.config.script_roots]
-        if roots and not any(path.is_relative_to(r) for r in roots):
-            allowed = ", ".join(str(r) for r in roots)
-            raise ScriptNotAllowed(f"script {script.path} is outside the allowed roots ({allowed})")
+        check_file_allowed(script.path, path, roots)  # empty roots: every file:// is refused
         if not path.is_file():
             raise InvalidRequest("script", f"no such file: {script.path}")
 

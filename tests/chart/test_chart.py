@@ -45,6 +45,7 @@ TWO_SUBARRAYS: dict[str, Any] = {
         "poolSize": 4,
         "historyLength": 1000000,
         "stopTermSeconds": 2.5,
+        "allowEmbedded": True,
         "gitAllowList": ["https://gitlab.com/ska-telescope/*"],
         "scriptRoots": ["/scripts", "/opt/oet/scripts"],
     },
@@ -96,6 +97,16 @@ def test_notes_tell_how_to_reach_each_device(helm: Helm) -> None:
     assert f"<pod>.{FULLNAME}.{NAMESPACE}.svc.cluster.local:45450" in notes
     assert "DeviceProxy('oet/scheduler/1')" in notes
     assert f"helm test {RELEASE}" in notes
+    assert "ScriptRoots:   /scripts, /opt/oet/scripts\n" in notes
+    assert "GitAllowList:  https://gitlab.com/ska-telescope/*\n" in notes
+    assert "AllowEmbedded: true\n" in notes
+
+
+def test_notes_state_the_default_script_policy(helm: Helm) -> None:
+    notes = helm.notes()
+    assert "ScriptRoots:   /usr/share/tango-oet/scripts\n" in notes
+    assert "GitAllowList:  none (every git script is refused)\n" in notes
+    assert "AllowEmbedded: false (embedded:// scripts are refused)\n" in notes
 
 
 def test_missing_tango_host_fails_with_a_clear_message(helm: Helm) -> None:
@@ -161,16 +172,29 @@ def test_pods_run_as_non_root_without_privileges(default_render: Rendered) -> No
 # --- device definitions ----------------------------------------------------------------------
 
 
-def test_default_devices_json_is_the_repository_definition_plus_data_directory(
+def test_default_devices_json_is_the_repository_definition_with_an_explicit_policy(
     default_render: Rendered,
 ) -> None:
     rendered = default_render.devices
     props = rendered["servers"]["OETScheduler"]["1"]["OETScheduler"]["oet/scheduler/1"]
     assert props["properties"].pop("DataDirectory") == [DATA_DIR]
+    # The chart sets the script policy explicitly: the image's example scripts, no git
+    # ([] = unset, the device's deny-by-default), no embedded scripts (unlike the quick start).
+    policy = {k: props["properties"].pop(k) for k in ("ScriptRoots", "GitAllowList")}
+    assert policy == {"ScriptRoots": ["/usr/share/tango-oet/scripts"], "GitAllowList": []}
+    assert props["properties"].pop("AllowEmbedded") == ["false"]
     expected = json.loads((REPO / "devices" / "oet-scheduler.json").read_text())
+    expected_props = expected["servers"]["OETScheduler"]["1"]["OETScheduler"]["oet/scheduler/1"]
+    assert expected_props["properties"].pop("AllowEmbedded") == ["true"]
     assert rendered == expected
     assert default_render.config_data["instance-0"] == "1"
     assert default_render.config_data["device-0"] == "oet/scheduler/1"
+
+
+def test_the_image_holds_the_default_script_root() -> None:
+    # The chart's default ScriptRoots is where the Dockerfile puts the example scripts.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY resources/scripts/ /usr/share/tango-oet/scripts/" in dockerfile
 
 
 def test_devices_json_is_mounted_where_the_init_container_reads_it(
@@ -195,7 +219,7 @@ def test_values_override_properties_and_add_an_instance(helm: Helm) -> None:
         assert props["PoolSize"] == ["4"]
         assert props["HistoryLength"] == ["1000000"]  # not "1e+06"
         assert props["StopTermSeconds"] == ["2.5"]
-        assert props["AllowEmbedded"] == ["true"]
+        assert props["AllowEmbedded"] == ["true"]  # as the values say (default false)
         assert props["GitAllowList"] == ["https://gitlab.com/ska-telescope/*"]
         assert props["ScriptRoots"] == ["/scripts", "/opt/oet/scripts"]
         assert props["DataDirectory"] == [DATA_DIR]

@@ -115,7 +115,7 @@ def test_the_device_raises_each_reason_as_its_exception(
         oet.procedure(99)
     with pytest.raises(InvalidRequest, match=r"init\.kwargs\.1x"):
         oet.prepare("x", source="def main(): pass", init_kwargs={"1x": 1})
-    with pytest.raises(ScriptNotAllowed, match="outside the allowed roots"):
+    with pytest.raises(ScriptNotAllowed, match="outside ScriptRoots"):
         oet.prepare(tmp_path / "elsewhere.py")
 
     first = oet.prepare("gate", source=WAIT_GATE)

@@ -28,9 +28,12 @@ _HELPERS = ("forkserver", "resource_tracker")
 
 
 def base_properties(tmp_path: Path) -> dict[str, Any]:
+    # The script policy is deny by default: allow what the tests run, explicitly (git is
+    # allowed by the tests that use it).
     return {
         "DataDirectory": str(tmp_path / "data"),
         "ScriptRoots": [str(SCRIPTS)],
+        "AllowEmbedded": True,
         "PoolSize": 1,
         "StopTermSeconds": 2.0,
         "StopKillSeconds": 5.0,

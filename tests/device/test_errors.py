@@ -164,21 +164,48 @@ def test_a_rejected_command_pushes_nothing(oet: Scheduler) -> None:
     assert [json.loads(e.value)["id"] for e in after if e.attr == "lasttransition"] == [2, 2]
 
 
+def test_with_default_properties_every_script_is_refused_naming_the_property(
+    start_device: StartDevice, tmp_path: Path
+) -> None:
+    # Deny by default (INTERFACE.md, "Safe by default"): no ScriptRoots, no GitAllowList,
+    # AllowEmbedded false. Each refusal names the property that would allow it.
+    oet = start_device(ScriptRoots=None, AllowEmbedded=None)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    requests = [
+        ({"script": f"file://{TEST_SCRIPTS / 'dev_chatty.py'}"}, "ScriptRoots is empty"),
+        ({"script": "git://obs.py", "git": {"repo": f"file://{repo}"}}, "GitAllowList is empty"),
+        ({"script": "embedded://x", "source": "def main():\n    pass\n"}, "AllowEmbedded"),
+    ]
+    for request, named in requests:
+        error = _fails(oet.proxy.Prepare, json.dumps(request))
+        assert (error.reason, error.origin) == (NOT_ALLOWED, "OETScheduler.Prepare")
+        assert named in error.desc, error.desc
+    # The refusals left nothing behind.
+    assert oet.procedures() == []
+    assert oet.proxy.List() == "[]"
+
+
 def test_embedded_scripts_can_be_disabled(start_device: StartDevice) -> None:
     oet = start_device(AllowEmbedded=False)
     error = _fails(oet.proxy.Prepare, '{"script": "embedded://x", "source": "x = 1"}')
     assert error.reason == NOT_ALLOWED
-    assert "embedded" in error.desc
+    assert "AllowEmbedded is false" in error.desc
     pid = oet.prepare_file(TEST_SCRIPTS / "dev_chatty.py")
     assert pid == 1
 
 
-def test_unrestricted_roots_accept_any_absolute_path(
-    start_device: StartDevice, tmp_path: Path
-) -> None:
+def test_a_script_outside_the_roots_is_refused_naming_them(start_device: StartDevice) -> None:
+    oet = start_device()
+    error = _fails(oet.proxy.Prepare, '{"script": "file:///etc/passwd.py"}')
+    assert error.reason == NOT_ALLOWED
+    assert f"/etc/passwd.py is outside ScriptRoots ({SCRIPTS})" in error.desc
+
+
+def test_every_configured_root_is_allowed(start_device: StartDevice, tmp_path: Path) -> None:
     script = tmp_path / "anywhere.py"
     script.write_text("def main():\n    return 'anywhere'\n")
-    oet = start_device(ScriptRoots=None)
+    oet = start_device(ScriptRoots=[str(SCRIPTS), str(tmp_path)])
     pid = oet.prepare_file(script)
     oet.start(pid)
     assert oet.wait_state(pid, "COMPLETE")["calls"][0]["result"] == "anywhere"

@@ -170,7 +170,7 @@ def test_properties_map_onto_the_service_config() -> None:
     assert config.deadlines.cooperative_s == 0.02
     assert config.abort_script == Path("/srv/abort.py")
     assert config.data_dir == Path("/var/lib/oet")
-    assert config.git_allow == ("*",)
+    assert config.git_allow == ()
     assert config.start_method == "forkserver"
 
 
@@ -179,7 +179,9 @@ def test_property_defaults() -> None:
     assert (config.pool_size, config.max_running, config.history_length) == (2, 0, 100)
     assert config.script_roots == () and config.abort_script is None
     assert config.data_dir == default_data_dir()
-    assert config.output_lines_kept == 1000 and config.allow_embedded
+    assert config.output_lines_kept == 1000
+    # Deny by default: no file:// roots, no git repositories, no embedded scripts.
+    assert (config.script_roots, config.git_allow, config.allow_embedded) == ((), (), False)
 
 
 @pytest.mark.parametrize(

@@ -84,7 +84,15 @@ def test_engine_breaking_later_turns_the_device_to_fault(start_device: StartDevi
 
 
 def test_default_properties_work(start_device: StartDevice) -> None:
-    oet = start_device(ScriptRoots=None, PoolSize=None, StopTermSeconds=None, StopKillSeconds=None)
+    # Every default but the script policy, which denies by default (test_errors.py): the
+    # one property this script needs is set.
+    oet = start_device(
+        ScriptRoots=None,
+        PoolSize=None,
+        StopTermSeconds=None,
+        StopKillSeconds=None,
+        AllowEmbedded=True,
+    )
     oet.events.wait_value("State", "ON")
     pid = oet.prepare_source("def main():\n    return 'defaults'\n")
     oet.start(pid)

@@ -119,7 +119,9 @@ def test_stop_with_abort_runs_the_abort_script(start_device: StartDevice, tmp_pa
         "def main():\n"
         f"    pathlib.Path({str(marker)!r}).write_text(_gate)\n"
     )
-    oet = start_device(AbortScript=str(abort), ScriptRoots=None)
+    # The abort script is the operator's (a property), not a request: it runs from outside
+    # ScriptRoots.
+    oet = start_device(AbortScript=str(abort))
     pid = oet.prepare_file(TEST_SCRIPTS / "dev_wait_file.py", str(tmp_path / "never"))
     oet.start(pid)
     oet.wait_state(pid, "RUNNING")

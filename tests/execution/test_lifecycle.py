@@ -47,7 +47,8 @@ def started(engine: Engine, pid: int, n: int = 1) -> None:
     )
 
 
-def test_hello_world_file_script(engine: Engine) -> None:
+def test_hello_world_file_script(make_engine) -> None:  # type: ignore[no-untyped-def]
+    engine: Engine = make_engine(script_roots=(SCRIPTS,))  # no roots: no file:// at all
     path = SCRIPTS / "hello_world.py"
     pid = engine.service.prepare(
         PrepareRequest(FilesystemScript(str(path)), ProcedureInput(("Vega",)))
@@ -284,8 +285,19 @@ def test_missing_file_and_roots(make_engine, tmp_path: Path) -> None:  # type: i
     assert err.value.field == "script"
     outside = tmp_path / "x.py"
     outside.write_text("def main(): pass\n")
-    with pytest.raises(ScriptNotAllowed, match="outside the allowed roots"):
+    with pytest.raises(ScriptNotAllowed, match="outside ScriptRoots"):
         engine.service.prepare(PrepareRequest(FilesystemScript(str(outside))))
+    assert engine.service.list() == []
+
+
+def test_without_roots_every_file_is_refused(make_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Deny by default: no ScriptRoots, no file:// script, existing or not (the refusal comes
+    # before the file is looked at, so it tells nothing about the filesystem).
+    engine: Engine = make_engine()
+    for path in (SCRIPTS / "hello_world.py", tmp_path / "nope.py"):
+        with pytest.raises(ScriptNotAllowed, match="ScriptRoots is empty") as err:
+            engine.service.prepare(PrepareRequest(FilesystemScript(str(path))))
+        assert err.value.rule == "ScriptRoots"
     assert engine.service.list() == []
 
 
@@ -304,8 +316,9 @@ def test_symlink_escaping_a_root_is_refused(make_engine, tmp_path: Path) -> None
 
 def test_embedded_scripts_can_be_disabled(make_engine) -> None:  # type: ignore[no-untyped-def]
     engine: Engine = make_engine(allow_embedded=False)
-    with pytest.raises(ScriptNotAllowed, match="embedded"):
+    with pytest.raises(ScriptNotAllowed, match="AllowEmbedded is false") as err:
         engine.prepare_source("def main(): pass")
+    assert err.value.rule == "AllowEmbedded"
 
 
 def test_shutdown_stops_everything(make_engine) -> None:  # type: ignore[no-untyped-def]

@@ -56,6 +56,13 @@ def test_register_is_idempotent(sqlite_db: TangoDatabase, tmp_path: Path) -> Non
     device = changed["servers"]["OETScheduler"]["reg"]["OETScheduler"]["test/oet/reg"]
     device["properties"]["PoolSize"] = ["3"]
     assert register(db, changed).changes == ["test/oet/reg properties ['PoolSize']"]
+    # An empty list is "not set" (the chart's `gitAllowList: []`): a set property is deleted.
+    device["properties"]["GitAllowList"] = ["https://a.example/*"]
+    assert register(db, changed).changes == ["test/oet/reg properties ['GitAllowList']"]
+    device["properties"]["GitAllowList"] = []
+    assert register(db, changed).changes == ["test/oet/reg properties ['GitAllowList']"]
+    assert list(db.get_device_property("test/oet/reg", ["GitAllowList"])["GitAllowList"]) == []
+    assert register(db, changed).changes == []
     with pytest.raises(ValueError, match="no device of instance 'other'"):
         register(db, path, instance="other")
 
@@ -88,20 +95,33 @@ def test_quick_start_brings_everything_up_and_down(tmp_path: Path) -> None:
     port = free_port()
     path = devices_file(tmp_path, "qs", "test/oet/qs")
     data_dir = tmp_path / "oet-data"
+    mine = tmp_path / "my-scripts"  # `up --scripts DIR`: the newcomer's own folder
+    mine.mkdir()
+    (mine / "mine.py").write_text("def main():\n    return 'mine'\n")
+    (tmp_path / "elsewhere.py").write_text("def main():\n    pass\n")
+    examples = REPO / "resources" / "scripts"
     lines: list[str] = []
-    stack = quickstart.start([path], data_dir, f"127.0.0.1:{port}", out=lines.append)
+    policy = quickstart.Policy(scripts=(mine,))
+    stack = quickstart.start([path], data_dir, f"127.0.0.1:{port}", lines.append, policy)
     try:
         assert stack.database is not None and len(stack.servers) == 1
         assert stack.devices == ["test/oet/qs"]
+        # It says what the device allows.
+        assert f"test/oet/qs allows file:// scripts under: {examples}, {mine}" in lines
+        assert "test/oet/qs allows embedded:// scripts: yes (AllowEmbedded)" in lines
         trl = f"tango://127.0.0.1:{port}/test/oet/qs"
         assert probe(trl, ready=True)[0]
         proxy = tango.DeviceProxy(trl)
         roots = proxy.get_property(["ScriptRoots", "DataDirectory"])
-        assert list(roots["ScriptRoots"]) == [str(REPO / "resources" / "scripts")]
+        assert list(roots["ScriptRoots"]) == [str(examples), str(mine)]
         assert list(roots["DataDirectory"]) == [str(data_dir.resolve() / "engine")]
-        script = REPO / "resources" / "scripts" / "hello_world.py"
-        pid = proxy.Prepare(json.dumps({"script": f"file://{script}"}))
+        pid = proxy.Prepare(json.dumps({"script": f"file://{examples / 'hello_world.py'}"}))
         assert pid == 1
+        assert proxy.Prepare(json.dumps({"script": f"file://{mine / 'mine.py'}"})) == 2
+        with pytest.raises(tango.DevFailed) as refused:
+            proxy.Prepare(json.dumps({"script": f"file://{tmp_path / 'elsewhere.py'}"}))
+        assert refused.value.args[0].reason == "OET_ScriptNotAllowed"
+        assert "outside ScriptRoots" in refused.value.args[0].desc
         assert (data_dir / "tango_database.db").exists()
     finally:
         stack.stop(out=lines.append)
