@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import tango
 
 from tango_oet.domain.errors import OETError
+from tango_oet.domain.text import clean
 
 
 @contextmanager
@@ -20,4 +21,5 @@ def tango_errors(origin: str) -> Iterator[None]:
     try:
         yield
     except OETError as exc:
-        tango.Except.throw_exception(exc.reason, exc.message, origin)
+        # pytango sends the description as UTF-8, which a lone surrogate would break.
+        tango.Except.throw_exception(exc.reason, clean(exc.message), origin)

@@ -17,6 +17,7 @@ deadlocks for 3.2 s. See docs/device.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from tango_oet.domain.requests import (
     parse_start,
     parse_stop,
 )
+from tango_oet.domain.text import clean, from_wire, lines_to_wire, to_wire
 from tango_oet.service import ScriptExecutionService, ServiceConfig, make_service
 from tango_oet.service.events import (
     ProcedureAdded,
@@ -90,13 +92,51 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _command(**kwargs: Any) -> Callable[[_F], _F]:
-    """`tango.server.command` seen by the type checker as keeping the method's signature."""
-    return cast(Callable[[_F], _F], command(**kwargs))
+    """`tango.server.command` seen by the type checker as keeping the method's signature.
+
+    Every DevString argin and result is UTF-8 on the wire, here for every command at once:
+    the argin is decoded (`from_wire`; not UTF-8: OET_InvalidRequest) before the method sees
+    it, and a text result is handed to pytango as its UTF-8 bytes.
+    """
+    text_in, text_out = kwargs.get("dtype_in") is str, kwargs.get("dtype_out") is str
+
+    def decorate(method: _F) -> _F:
+        if not (text_in or text_out):
+            return cast(_F, command(**kwargs)(method))
+
+        @functools.wraps(method)
+        def utf8(self: OETScheduler, *args: Any) -> Any:
+            if text_in:
+                with tango_errors(f"OETScheduler.{method.__name__}"):
+                    args = tuple(from_wire(a) for a in args)
+            result = method(self, *args)
+            return to_wire(result) if text_out else result
+
+        return cast(_F, command(**kwargs)(utf8))
+
+    return decorate
 
 
 def _attribute(**kwargs: Any) -> Callable[[_F], _F]:
-    """`tango.server.attribute` likewise (tango ships no type stubs)."""
-    return cast(Callable[[_F], _F], attribute(**kwargs))
+    """`tango.server.attribute` likewise (tango ships no type stubs); text is sent as UTF-8."""
+
+    def decorate(read: _F) -> _F:
+        @functools.wraps(read)
+        def utf8(self: OETScheduler) -> Any:
+            return _wire(read(self))
+
+        return cast(_F, attribute(**kwargs)(utf8))
+
+    return decorate
+
+
+def _wire(value: Any) -> Any:
+    """A value as pytango must get it: text (alone or in a list) as its UTF-8 bytes."""
+    if isinstance(value, str):
+        return to_wire(value)
+    if isinstance(value, list | tuple) and value and isinstance(value[0], str):
+        return lines_to_wire(value)
+    return value
 
 
 def _prop(name: str, dtype: Any, doc: str) -> Any:
@@ -313,7 +353,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             # subscription and falls back to polling) is a real one and sees every state.
             attr.set_value_date_quality(0, time.time(), tango.AttrQuality.ATTR_INVALID)
             return
-        attr.set_value(value)
+        attr.set_value(_wire(value))
 
     # ---- structural changes (publisher thread; at start, init_device) -------------------------
     def _want(self) -> None:
@@ -422,7 +462,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         archive = push.archive and self.is_there_subscriber(push.attribute, _ARCHIVE)
         if not (change or archive):
             return
-        value = push.resolve()
+        value = _wire(push.resolve())
         if value is None:
             return
         if change:
@@ -443,8 +483,8 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
                     case SetState(state=state, status=status):
                         dev_state = _DEV_STATE[state]
                         self.set_state(dev_state)
-                        self.set_status(status)
+                        self.set_status(clean(status))  # pytango sends it as UTF-8
                         self._push(Push("State", dev_state, archive=True))
                         self._push(Push("Status", status))
-            except tango.DevFailed:  # one failed push must not lose the rest of the batch
+            except Exception:  # one failed push must not lose the rest of the batch
                 log.exception("cannot execute %r", op)

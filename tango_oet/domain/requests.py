@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from tango_oet.domain.errors import InvalidRequest
 from tango_oet.domain.scripts import Script, parse_script
+from tango_oet.domain.text import find_surrogate
 
 _IDENT_MAX = 200
+#: A JSON escape of a UTF-16 surrogate (json.loads pairs two of them into one character).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 #: How deeply containers in call arguments may nest. Deeper data is refused at the door: it
 #: gains a script nothing, and ~900 levels break pickling (RecursionError) on the way to the
@@ -89,7 +93,31 @@ def _load_object(text: str, what: str) -> dict[str, Any]:
         raise InvalidRequest(what, f"nests deeper than {MAX_NESTING} levels") from None
     if not isinstance(obj, dict):
         raise InvalidRequest(what, f"must be a JSON object, got {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(text) or find_surrogate(text) is not None:
+        _check_text(obj)  # only then can a string hold a lone surrogate
     return obj
+
+
+def _check_text(obj: dict[str, Any]) -> None:
+    """Refuse a lone surrogate (a JSON escape such as "\\udcff") in any key or string.
+
+    UTF-8 cannot carry one: it could be neither stored nor sent back to a client.
+    """
+    stack: list[tuple[object, str]] = [(obj, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            at = find_surrogate(item)
+            if at is not None:
+                problem = f"holds a lone surrogate (U+{ord(item[at]):04X}), which is not text"
+                raise InvalidRequest(path or "request", problem)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                child = f"{path}.{key}" if path else str(key)
+                stack.append((value, child))
+                stack.append((key, path))  # popped first: the path above names this key
+        elif isinstance(item, list):
+            stack.extend((value, f"{path}[{i}]") for i, value in enumerate(item))
 
 
 def _reject_constant(name: str) -> Any:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import signal
 import sys
@@ -42,6 +43,9 @@ EXIT_OK = 0
 EXIT_SCRIPT_ERROR = 1
 EXIT_PROTOCOL_ERROR = 3
 CGROUP_ENV = "OET_CONTAINMENT_CGROUP"  # the same name as in containment.py (server side)
+# A `str` may hold lone surrogates (print("\udcff"), text decoded with surrogateescape); UTF-8
+# cannot, so neither the store nor a client could take such a line. They become U+FFFD here.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Set once by worker_main: how this worker kills what its script left before it exits.
 _subreaper = False
@@ -62,6 +66,22 @@ def json_safe(value: Any) -> Any:
         return json.loads(json.dumps(value, default=repr, allow_nan=False))
     except (TypeError, ValueError, RecursionError):
         return repr(value)
+
+
+def public_functions(module: types.ModuleType) -> dict[str, types.FunctionType]:
+    """The functions a client may call: public, and defined in the script itself.
+
+    A plain function (not a class, a callable object, a partial or a builtin) whose
+    `__module__` is the script's module: a name the script imported (`from os import system`,
+    a helper module next to it) keeps its own module and is excluded.
+    """
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and isinstance(obj, types.FunctionType)
+        and obj.__module__ == module.__name__
+    }
 
 
 class Channel:
@@ -137,9 +157,16 @@ class LineWriter(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # TextIOBase says None
+        # Libraries that look (click, rich, …) print any Unicode, not a '?' or an ASCII form.
+        return "utf-8"
+
     def write(self, s: str) -> int:
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if not s.isascii():  # ASCII (the common case) cannot hold a surrogate
+            s = _SURROGATE.sub("\ufffd", s)
         with self._lock:
             text = self._partial + s
             *lines, self._partial = text.split("\n")
@@ -223,6 +250,7 @@ class ScriptWorker:
         self._resume = threading.Condition()
         self._paused = False
         self._module: types.ModuleType | None = None
+        self._functions: dict[str, types.FunctionType] = {}
         self._script_name = "script"
         self._fd_capture: FdCapture | None = None
 
@@ -385,17 +413,11 @@ class ScriptWorker:
             if callable(init):
                 self.channel.send(m.InitStarted)
                 result = init(*load.init_args, **load.init_kwargs)
-            functions = tuple(
-                sorted(
-                    name
-                    for name, obj in vars(module).items()
-                    if callable(obj)
-                    and not name.startswith("_")
-                    and getattr(obj, "__module__", None) == module.__name__
-                )
-            )
+            # After init: what init defines is callable too. The one list the parent sees
+            # (and checks Start against) and the one `_call` resolves names from.
+            self._functions = public_functions(module)
             self._flush_output()
-            self.channel.send(m.Loaded, functions, json_safe(result))
+            self.channel.send(m.Loaded, tuple(sorted(self._functions)), json_safe(result))
             return True
         except BaseException as exc:
             self._report("init" if self._module is not None else "load", exc)
@@ -405,11 +427,17 @@ class ScriptWorker:
 
     def _call(self, call: m.CallFunction) -> tuple[bool, bool]:
         assert self._module is not None
-        fn = getattr(self._module, call.function, None)
+        # Never getattr(module, name): that would reach whatever the script imported
+        # (`from os import system`). The parent checks Start against the same list; a call
+        # that gets here anyway (forced before the list was known) is refused before it runs.
+        fn = self._functions.get(call.function)
         is_main = call.function == "main"
         try:
-            if not callable(fn):
-                raise AttributeError(f"{self._script_name} has no function {call.function!r}")
+            if fn is None:
+                raise AttributeError(
+                    f"{self._script_name} has no public function {call.function!r} defined in "
+                    f"the script; it defines {sorted(self._functions)}"
+                )
             result = fn(*call.args, **call.kwargs)
             self._flush_output(final=is_main)  # main is the last call: no line left behind
             self.channel.send(m.CallReturned, call.call_id, call.function, json_safe(result))

@@ -364,7 +364,8 @@ class ScriptExecutionService:
             if proc.functions is not None and request.function not in proc.functions:
                 raise InvalidRequest(
                     "function",
-                    f"procedure {proc.id} has no function {request.function!r}; "
+                    f"procedure {proc.id} has no function {request.function!r} of its own "
+                    f"(only public functions defined in the script can be started); "
                     f"it defines {list(proc.functions)}",
                 )
             call = PendingCall(request.function, request.call)
