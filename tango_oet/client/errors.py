@@ -22,6 +22,7 @@ import tango
 
 from tango_oet.domain import errors as domain
 from tango_oet.domain.states import ProcedureState
+from tango_oet.domain.text import from_tango
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ class DeviceError(ClientError):
     @staticmethod
     def from_devfailed(exc: tango.DevFailed, device: str = "") -> DeviceError:
         stack = [
-            ErrorItem(str(e.reason), str(e.desc), str(e.origin)) for e in exc.args if e is not None
+            ErrorItem(str(e.reason), from_tango(str(e.desc)), str(e.origin))
+            for e in exc.args
+            if e is not None
         ]
         if not stack:
             return DeviceError("API_Unknown", str(exc), device=device)

@@ -32,6 +32,7 @@ import tango
 from tango_oet.client.errors import DeviceError, translated
 from tango_oet.client.summary import Progress, parse_time
 from tango_oet.domain.states import FINAL_STATES, ProcedureState
+from tango_oet.domain.text import from_tango
 
 _POLL_S = 0.5  # how often a blocked iteration wakes up to notice close() / Ctrl-C
 
@@ -281,7 +282,7 @@ class EventStream:
             if e.err:
                 first = e.errors[0] if e.errors else None
                 reason = str(first.reason) if first is not None else "API_Unknown"
-                desc = " ".join(str(first.desc).split()) if first is not None else ""
+                desc = " ".join(from_tango(str(first.desc)).split()) if first is not None else ""
                 self._put(StreamError(attr, reason, desc))
                 return
             self._dispatch(attr, e.attr_value.value, self._is_initial(attr))
@@ -290,7 +291,8 @@ class EventStream:
 
     def _dispatch(self, attr: str, value: Any, initial: bool) -> None:
         if attr == "output":
-            self._on_output(list(value) if value is not None else [], initial)
+            lines = [from_tango(str(x)) for x in value] if value is not None else []
+            self._on_output(lines, initial)
         elif attr == "lastevent":
             self._on_user_event(value, initial)
         elif attr == "procedures":

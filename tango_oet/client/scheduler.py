@@ -23,6 +23,7 @@ from tango_oet.client.events import EventStream
 from tango_oet.client.procedure import Procedure
 from tango_oet.client.requests import GitLike, ScriptLike, prepare_request
 from tango_oet.client.summary import Summary
+from tango_oet.domain.text import from_tango
 
 DEFAULT_DEVICE = "oet/scheduler/1"
 DEFAULT_TIMEOUT_MS = 10_000  # Prepare may wait up to 2 s for its attributes to be published
@@ -71,7 +72,7 @@ class Scheduler:
 
     def status(self) -> str:
         with translated(self._name):
-            return str(self._proxy.status())
+            return from_tango(str(self._proxy.status()))
 
     # ---- procedures --------------------------------------------------------------------------
     def prepare(

@@ -69,3 +69,17 @@ def find_surrogate(text: str) -> int | None:
         return None
     match = _SURROGATE.search(text)
     return None if match is None else match.start()
+
+
+def from_tango(value: str) -> str:
+    """A DevString as a pytango client reads it (its bytes as Latin-1), as the text it is.
+
+    The client-side mirror of `from_wire`. A value that is not UTF-8 once turned back into
+    bytes (an older server that sent Latin-1, or text pytango already decoded) is kept as it is.
+    """
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
