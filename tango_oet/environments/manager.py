@@ -126,7 +126,8 @@ class EnvironmentManager:
             raise ScriptNotAllowed(f"git repository refused: {exc}") from None
         if not self.git_allow:
             raise ScriptNotAllowed(
-                f"git repository {url.url!r} is not allowed: GitAllowList is empty"
+                f"git repository {url.url!r} is not allowed: GitAllowList is empty; set the "
+                "GitAllowList property (fnmatch patterns of allowed repositories)"
             )
         if not git_url_allowed(url, self.git_allow):
             raise ScriptNotAllowed(
