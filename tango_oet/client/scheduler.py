@@ -114,6 +114,13 @@ class Scheduler:
             text = self._proxy.read_attribute("procedures").value
         return [Summary.from_json(obj) for obj in json.loads(text or "[]")]
 
+    def list_scripts(self, root: str | None = None) -> list[dict[str, Any]]:
+        """Every script under the device's ScriptRoots (or under `root`, one of them), each
+        `{"uri", "doc", "functions"}` as its source describes it; nothing of it is executed."""
+        request = {} if root is None else {"root": root}
+        entries: list[dict[str, Any]] = json.loads(self.command("ListScripts", json.dumps(request)))
+        return entries
+
     def events(self, *, output: bool = True) -> EventStream:
         """Live events of every procedure, until the stream is closed."""
         return EventStream(self._proxy, None, output=output, device=self._name)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import tango
@@ -42,10 +44,12 @@ from tango_oet.device.model import (
 from tango_oet.device.properties import PROPERTY_DEFAULTS, config_from_properties
 from tango_oet.device.publisher import EventPublisher
 from tango_oet.device.structure import Change, Structure
-from tango_oet.domain.errors import ServiceUnavailable
+from tango_oet.discovery import ScriptCatalog
+from tango_oet.domain.errors import InvalidRequest, ServiceUnavailable
 from tango_oet.domain.requests import (
     parse_gc_request,
     parse_id,
+    parse_list_scripts,
     parse_prepare,
     parse_start,
     parse_stop,
@@ -187,6 +191,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
             )
             # Named: the history is durable and every worker's descendants are contained.
             config = dataclasses.replace(config, instance_name=self.get_name())
+            self._catalog = ScriptCatalog(config.script_roots)
             service = self.create_service(config)
         except Exception as exc:  # a bad property or an engine that cannot start: FAULT
             log.exception("cannot create the script execution service")
@@ -292,6 +297,26 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         with tango_errors("OETScheduler.CollectGarbage"):
             keep, max_age = parse_gc_request(request)
             self._require_service().collect_garbage(keep, max_age)
+
+    @_command(
+        dtype_in=str,
+        dtype_out=str,
+        doc_in='JSON: {} or {"root": "<one of ScriptRoots>"}',
+        doc_out='JSON list of {"uri", "doc", "functions"} of each *.py under the roots',
+    )
+    def ListScripts(self, request: str) -> str:
+        """Scripts a Prepare may name, described from their source (`ast`), never imported."""
+        with tango_errors("OETScheduler.ListScripts"):
+            root = parse_list_scripts(request)
+            self._require_service()
+            try:
+                with tango.AutoTangoAllowThreads(self):  # a big tree takes a while: let others in
+                    entries, truncated = self._catalog.list(None if root is None else Path(root))
+            except ValueError as exc:
+                raise InvalidRequest("root", str(exc)) from None
+        if truncated:
+            log.warning("ListScripts: only the first %d scripts listed", len(entries))
+        return json.dumps(entries, separators=(",", ":"))
 
     def _require_service(self) -> ScriptExecutionService:
         if self._service is None:

@@ -231,3 +231,13 @@ def parse_gc_request(text: str) -> tuple[int | None, float | None]:
     if age is not None and (isinstance(age, bool) or not isinstance(age, int | float) or age < 0):
         raise InvalidRequest("max_age_days", f"must be a number >= 0, got {age!r}")
     return keep, None if age is None else float(age)
+
+
+def parse_list_scripts(text: str) -> str | None:
+    """Parse `{}` or `{"root": "<one of ScriptRoots>"}` of ListScripts; the root or None."""
+    obj = _load_object(text or "{}", "request")
+    _check_keys(obj, {"root"}, "")
+    root = obj.get("root")
+    if root is not None and (not isinstance(root, str) or not root):
+        raise InvalidRequest("root", f"must be a non-empty string, got {root!r}")
+    return root
