@@ -118,7 +118,11 @@ class WorkerProcess:
         return self._handle.sentinel()
 
     def send(self, make: Callable[..., ParentMessage], **fields: Any) -> bool:
-        """Send `make(seq=<next>, **fields)`; False if the worker is gone (its sentinel tells)."""
+        """Send `make(seq=<next>, **fields)`; False if the worker is gone (its sentinel tells).
+
+        Blocking: only for a worker nobody else drives (protocol tests, tools). Once the
+        engine's loop watches a worker, it writes through its own non-blocking `wire.WorkerPipe`.
+        """
         with self._send_lock:
             self._seq += 1
             try:

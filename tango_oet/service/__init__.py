@@ -1,5 +1,6 @@
 """Service layer: the ScriptExecutionService that owns procedure state, history and events."""
 
+from tango_oet.service.admission import Admission
 from tango_oet.service.config import ServiceConfig
 from tango_oet.service.events import (
     EnvironmentsChanged,
@@ -15,6 +16,7 @@ from tango_oet.service.events import (
 from tango_oet.service.service import ScriptExecutionService, make_service
 
 __all__ = [
+    "Admission",
     "EnvironmentsChanged",
     "OutputAppended",
     "ProcedureAdded",

@@ -36,6 +36,9 @@ class ServiceConfig:
     # The device's name: with one, history is durable (a store under data_dir) and every
     # process a worker starts is contained; without (engine tests), both stay in memory.
     instance_name: str = ""
+    # How long a command waits for the engine loop's answer before ServiceUnavailable (well
+    # inside cppTango's 3 s client timeout).
+    command_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.pool_size < 0:
@@ -44,5 +47,7 @@ class ServiceConfig:
             raise ValueError(f"max_running must be >= 0, got {self.max_running}")
         if self.history_length < 1:
             raise ValueError(f"history_length must be >= 1, got {self.history_length}")
+        if self.command_timeout_s <= 0:
+            raise ValueError(f"command_timeout_s must be > 0, got {self.command_timeout_s}")
         if self.start_method not in ("forkserver", "spawn"):
             raise ValueError(f"start_method must be forkserver or spawn: {self.start_method!r}")

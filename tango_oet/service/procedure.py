@@ -23,7 +23,7 @@ class PendingCall:
 
 @dataclass(eq=False)
 class Procedure:
-    """Guarded by the service lock; only the service mutates it."""
+    """Owned by the engine loop: created, changed and read on the supervisor thread only."""
 
     id: int
     script: Script
@@ -40,7 +40,9 @@ class Procedure:
     git_commit: str | None = None
     environment: str | None = None
     abort_requested: bool = False
+    abort_id: int | None = None  # allocated by the Stop that asked for the abort script
     abort_procedure: int | None = None
+    launch_ticket: int | None = None  # a pool launch on its way to this procedure
     cancel: threading.Event = field(default_factory=threading.Event)
     leases: list[Any] = field(default_factory=list)  # clones/environments held while in use
 

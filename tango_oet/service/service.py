@@ -1,46 +1,36 @@
-"""ScriptExecutionService: owns every procedure's state and history; the engine's only facade.
+"""ScriptExecutionService: the engine's only facade; commands go into the one engine loop.
 
-Commands (prepare, start, stop, pause, resume) validate synchronously under one lock and
-return at once; process work happens on the pool's launcher threads, the supervisor thread
-and the git/environment threads, all of which report back here. Every change is published to
-the event pump while the lock is held, so subscribers see changes in the order they happened.
+Every procedure's state is owned by the supervisor's thread (the loop, `EngineCore` runs
+there). A command validates what needs no state on the caller's thread (script location,
+nesting, ids), then posts a typed command into the loop and waits for its answer (with a
+timeout, so a stuck engine answers ServiceUnavailable instead of stalling a Tango thread).
+Nothing here holds a lock across I/O, and nothing calls back into the service: the pool and
+the git threads only post into the loop.
 """
 
 from __future__ import annotations
 
 import builtins
-import collections
 import concurrent.futures
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from tango_oet.domain.errors import (
-    CapacityExceeded,
-    IllegalTransition,
     InvalidRequest,
     OETError,
     ScriptNotAllowed,
     ServiceUnavailable,
-    UnknownProcedure,
 )
 from tango_oet.domain.policy import check_embedded_allowed, check_file_allowed
-from tango_oet.domain.requests import PrepareRequest, ProcedureInput, StartRequest, StopRequest
+from tango_oet.domain.requests import PrepareRequest, StartRequest, StopRequest
 from tango_oet.domain.scripts import EmbeddedScript, FilesystemScript, GitScript
-from tango_oet.domain.states import (
-    PAUSABLE_STATES,
-    QUEUEABLE_STATES,
-    STARTABLE_STATES,
-    STOPPABLE_STATES,
-    ProcedureState,
-    Trigger,
-    is_final,
-)
+from tango_oet.domain.states import Trigger, is_final
 from tango_oet.domain.summary import (
     ErrorInfo,
     ProcedureSummary,
@@ -49,36 +39,27 @@ from tango_oet.domain.summary import (
     summary_from_json,
     utc_now,
 )
-from tango_oet.execution import messages as m
 from tango_oet.execution.containment import Containment, KillReport, instance_token
 from tango_oet.execution.launcher import (
     ContextLauncher,
-    ExitInfo,
     InterpreterLauncher,
     Launcher,
     WorkerProcess,
 )
 from tango_oet.execution.pool import WorkerPool
-from tango_oet.execution.supervisor import ProcessManager
+from tango_oet.execution.supervisor import Supervisor
+from tango_oet.service import commands as c
+from tango_oet.service.admission import Admission
 from tango_oet.service.config import ServiceConfig
-from tango_oet.service.events import (
-    EnvironmentsChanged,
-    OutputAppended,
-    ProcedureAdded,
-    ProcedureRemoved,
-    ServiceEvent,
-    ServiceStatusChanged,
-    StateChanged,
-    SummaryChanged,
-    UserEventPublished,
-)
-from tango_oet.service.procedure import PendingCall, Procedure
-from tango_oet.service.pump import EventPump, Subscriber
+from tango_oet.service.core import EngineCore, LoopGone
+from tango_oet.service.events import ProcedureAdded, ServiceEvent
+from tango_oet.service.outbox import Outbox, Subscriber
+from tango_oet.service.procedure import Procedure
 from tango_oet.store import Store
 
 log = logging.getLogger(__name__)
 
-_ACTIVE_RUN = (ProcedureState.RUNNING, ProcedureState.PAUSED)
+SHUTDOWN_FLUSH_S = 10.0
 
 
 class GitProvider(Protocol):
@@ -105,34 +86,43 @@ class ScriptExecutionService:
         *,
         launcher: Launcher | None = None,
         git: GitProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or ServiceConfig()
-        self._lock = threading.RLock()
-        self._procedures: dict[int, Procedure] = {}
-        self._next_id = 1
-        self._event_seq = 0
-        self._closed = False
+        self._lifecycle = threading.Lock()
+        self._inline = threading.Lock()  # serialises answers from the tables once the loop is gone
         self._started = False
+        self._closed = False
         self._running = False  # open() has started every engine thread
-        self._failure: str | None = None
-        self._output: collections.deque[str] = collections.deque(
-            maxlen=self.config.output_lines_kept
-        )
-        self._pump = EventPump()
+        self._ids_lock = threading.Lock()
+        self._next_id = 1  # without a store (engine tests): ids of this run only
         self._store: Store | None = None
         self._containment: Containment | None = None
         if self.config.instance_name:
             self._store, self._containment = _durable_parts(self.config, self._store_health)
         try:
-            self._supervisor = ProcessManager(self, self.config.deadlines)
+            self._outbox = Outbox()
+            self._supervisor = Supervisor(self.config.deadlines, clock=clock)
             self._pool = WorkerPool(
                 launcher
                 or ContextLauncher(self.config.start_method, containment=self._containment),
                 self.config.pool_size,
+                clock=clock,
             )
             self._git = git
             self._git_threads = concurrent.futures.ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="oet-git"
+            )
+            self._core = EngineCore(
+                self.config,
+                self._supervisor,
+                self._pool,
+                self._outbox,
+                self.health,
+                git,
+                self._git_threads,
+                self._run_git,
+                self._store,
             )
         except BaseException:
             # The store holds a lock on its file: left open, every later Init would fail.
@@ -145,17 +135,16 @@ class ScriptExecutionService:
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> ScriptExecutionService:
         """Start the engine's threads and warm the pool; idempotent."""
-        with self._lock:
+        with self._lifecycle:
             if self._started:
                 return self
             self._started = True
-        self._pump.start()
         swept = self._containment.sweep() if self._containment is not None else []
-        self._restore(swept)
-        self._supervisor.start()
-        self._pool.start()
+        self._restore(swept)  # the loop is not running yet: the tables are ours for now
+        self._supervisor.start(self._core)
+        self._pool.start(self._deliver_worker)
         self._running = True
-        self._publish_status()
+        self._supervisor.post(c.PublishStatus())
         self.refresh_environments()
         return self
 
@@ -167,22 +156,24 @@ class ScriptExecutionService:
 
     def shutdown(self) -> None:
         """Stop every procedure and join every process; idempotent. No child survives it."""
-        with self._lock:
+        with self._lifecycle:
             if self._closed:
                 return
             self._closed = True
-            # A copy: a stop that ends at once (no worker yet) prunes the history.
-            for proc in list(self._procedures.values()):
-                if proc.state in STOPPABLE_STATES:
-                    self._begin_stop(proc)
-        self._git_threads.shutdown(wait=True, cancel_futures=True)
-        self._pool.shutdown()
-        self._supervisor.shutdown()
-        with self._lock:
-            for proc in list(self._procedures.values()):
-                if not is_final(proc.state):
-                    # Not attached to a live process any more (or never was): it did stop.
-                    self._apply(proc, Trigger.PROCESS_EXITED)
+            started = self._started
+        if started:
+            try:
+                self._call(c.BeginShutdown())
+            except ServiceUnavailable as exc:
+                log.error("shutting down an engine that does not answer: %s", exc)
+            self._git_threads.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown()
+            if not self._supervisor.request_exit():
+                # Stuck (e.g. in a subscriber): no process may outlive the server anyway.
+                log.error("the supervisor did not finish in time; killing its workers")
+                self._supervisor.emergency_kill()
+        else:
+            self._git_threads.shutdown(wait=True, cancel_futures=True)
         if self._git is not None:
             self._git.close()
         if self._containment is not None:
@@ -190,11 +181,6 @@ class ScriptExecutionService:
                 log.warning("at shutdown, containment killed %s", report)
         if self._store is not None:
             self._store.close()
-        try:
-            self._pump.flush(timeout=10.0)
-        except TimeoutError:  # a stuck subscriber must not keep the engine from stopping
-            log.error("events still undelivered at shutdown; stopping the pump anyway")
-        self._pump.stop()
 
     def _restore(self, swept: builtins.list[KillReport]) -> None:
         """Show the stored history again; what was live when the server went away is FAILED."""
@@ -203,83 +189,92 @@ class ScriptExecutionService:
         restored = self._store.restore(self.config.history_length, self.config.output_lines_kept)
         unaccounted = {r.procedure_id for r in swept if r.survivors}
         restarted = iso(utc_now())
-        with self._lock:
-            self._output.extend(restored.output)
-            for obj in restored.summaries:
-                try:
-                    proc = Procedure.restored(summary_from_json(obj))
-                except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                    log.error("stored procedure %r is unreadable, skipped: %r", obj.get("id"), exc)
-                    continue
-                self._procedures[proc.id] = proc
-                if not is_final(proc.state):
-                    was = proc.state.name
-                    lost = proc.id in unaccounted
-                    proc.error = ErrorInfo(
-                        "ServerRestarted",
-                        f"the server went away while procedure {proc.id} was {was}; found at "
-                        f"the restart at {restarted}"
-                        + (
-                            ", its processes survived SIGKILL and are still being killed"
-                            if lost
-                            else ", its processes were killed"
-                        ),
-                    )
-                    proc.apply(Trigger.LOST if lost else Trigger.SERVER_RESTARTED)
-                self._emit(ProcedureAdded(proc.summary()))
+        core = self._core
+        core.output.extend(restored.output)
+        for obj in restored.summaries:
+            try:
+                proc = Procedure.restored(summary_from_json(obj))
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                log.error("stored procedure %r is unreadable, skipped: %r", obj.get("id"), exc)
+                continue
+            core.procedures[proc.id] = proc
+            if not is_final(proc.state):
+                was = proc.state.name
+                lost = proc.id in unaccounted
+                proc.error = ErrorInfo(
+                    "ServerRestarted",
+                    f"the server went away while procedure {proc.id} was {was}; found at "
+                    f"the restart at {restarted}"
+                    + (
+                        ", its processes survived SIGKILL and are still being killed"
+                        if lost
+                        else ", its processes were killed"
+                    ),
+                )
+                proc.apply(Trigger.LOST if lost else Trigger.SERVER_RESTARTED)
+            core._emit(ProcedureAdded(proc.summary()))
 
     # ---- subscriptions -------------------------------------------------------------------
     def subscribe(self, callback: Subscriber) -> int:
-        return self._pump.subscribe(callback)
+        """Call `callback(event)` for every event, in order, on the engine loop: only enqueue."""
+        return self._outbox.subscribe(callback)
 
     def unsubscribe(self, token: int) -> None:
-        self._pump.unsubscribe(token)
+        self._outbox.unsubscribe(token)
 
     def flush_events(self, timeout: float = 5.0) -> None:
-        self._pump.flush(timeout)
+        """Return once every event emitted so far has been delivered to the subscribers."""
+        if self._supervisor.on_loop_thread():
+            return  # a subscriber asking: everything before its event was delivered
+        try:
+            self._call(c.Flush(), timeout)
+        except ServiceUnavailable as exc:
+            raise TimeoutError(f"events not confirmed delivered: {exc}") from None
 
     # ---- queries ---------------------------------------------------------------------------
     def describe(self, procedure_id: int) -> ProcedureSummary:
-        with self._lock:
-            return self._get(procedure_id).summary()
+        result: ProcedureSummary = self._call(c.Describe(procedure_id))
+        return result
 
     def list(self) -> builtins.list[ProcedureSummary]:
-        with self._lock:
-            return [p.summary() for p in self._procedures.values()]
+        result: builtins.list[ProcedureSummary] = self._call(c.ListAll())
+        return result
+
+    def recent_output(self) -> builtins.list[str]:
+        result: builtins.list[str] = self._call(c.RecentOutput())
+        return result
 
     def next_ids(self, count: int) -> builtins.list[int]:
         """The ids the next `count` procedures will get, in order (nothing is reserved)."""
         if self._store is not None:
             return self._store.peek_ids(count)
-        with self._lock:
+        with self._ids_lock:
             return builtins.list(range(self._next_id, self._next_id + count))
 
-    def recent_output(self) -> builtins.list[str]:
-        with self._lock:
-            return list(self._output)
-
     def running_count(self) -> int:
-        with self._lock:
-            return self._running_locked()
+        return self._core.running
 
     def _store_health(self, _healthy: bool, _why: str) -> None:
-        """The store's writer found the disk failing or working again: say so at once."""
+        """The store's writer found the disk failing or working again: say so at once.
+
+        Called on the store's writer thread: it only posts into the loop.
+        """
         if self._running and not self._closed:
-            self._publish_status()
+            self._supervisor.post(c.PublishStatus())
 
     def health(self) -> tuple[bool, str]:
-        """(healthy, why): false if an engine thread died."""
-        if self._failure is not None:
-            return False, self._failure
+        """(healthy, why): false if an engine thread died or is stuck, or the store failed."""
+        problem = self._supervisor.health()
+        if problem is not None:
+            return False, problem
         if self._store is not None:
             ok, why = self._store.health()
             if not ok:
                 return False, why
         if self._started and not self._closed:
-            if not self._supervisor.is_alive():
-                return False, "supervisor thread is not running"
-            if not self._pump.is_alive():
-                return False, "event pump thread is not running"
+            problem = self._pool.health()
+            if problem is not None:
+                return False, problem
         warning = self._containment.warning if self._containment is not None else None
         if warning:
             return True, f"engine healthy; WARNING: process containment degraded: {warning}"
@@ -299,8 +294,7 @@ class ScriptExecutionService:
 
     def collect_garbage(self, keep: int | None = None, max_age_days: float | None = None) -> None:
         """Remove unused clones/environments in the background; EnvironmentsChanged follows."""
-        with self._lock:
-            self._check_open()
+        self._check_accepting()
         if self._git is None:
             raise ScriptNotAllowed("git scripts (and so environments) are not enabled")
         if keep is not None and keep < 0:
@@ -318,7 +312,7 @@ class ScriptExecutionService:
         def run() -> None:
             try:
                 removed = task()
-                self._emit(EnvironmentsChanged(tuple(git.usage()), removed))
+                self._supervisor.post(c.EnvironmentUsage(tuple(git.usage()), removed))
             except Exception:  # a thread boundary: the next refresh will try again
                 log.exception("environment maintenance failed")
 
@@ -328,8 +322,98 @@ class ScriptExecutionService:
             pass  # shutting down
 
     # ---- commands --------------------------------------------------------------------------
+    def admit(self, request: PrepareRequest) -> Admission:
+        """Validate a Prepare and give it its id; nothing is created (commit or abandon it)."""
+        self._check_accepting()
+        self._check_script(request)
+        request.init.check("init")
+        return Admission(self._allocate_id(), request, self)
+
+    def commit(self, admission: Admission) -> int:
+        """Create the admitted procedure (ProcedureAdded) and start loading it.
+
+        Raises ServiceUnavailable (nothing created) if the engine stopped or broke since.
+        """
+        if admission.owner is not self:
+            raise InvalidRequest("admission", "was admitted by another engine")
+        if not admission.spend():
+            raise InvalidRequest("admission", "was already committed or abandoned")
+        self._check_accepting()
+        if isinstance(admission.request.script, FilesystemScript):
+            self._check_file(admission.request.script)  # it may have gone since
+        result: int = self._call(c.Commit(admission))
+        return result
+
+    def abandon(self, admission: Admission) -> None:
+        """Drop an admission; its id is never used. A no-op once committed or abandoned."""
+        admission.spend()
+
     def prepare(self, request: PrepareRequest) -> int:
         """Validate and create a procedure; loading and init proceed in the background."""
+        return self.commit(self.admit(request))
+
+    def start(self, request: StartRequest) -> None:
+        """Run a function of a READY procedure (or queue it with `force`)."""
+        request.call.check("")
+        self._call(c.Start(request))
+
+    def stop(self, request: StopRequest) -> None:
+        """Stop a procedure in any non-final state; with `abort`, run the abort script after."""
+        abort_id = None
+        if request.abort:
+            if self.config.abort_script is None:
+                raise InvalidRequest("abort", "no abort script is configured on this server")
+            self._check_accepting()
+            abort_id = self._allocate_id()  # here: an id may cost a disk write
+        self._call(c.Stop(request, abort_id))
+
+    def pause(self, procedure_id: int) -> None:
+        self._call(c.Pause(procedure_id))
+
+    def resume(self, procedure_id: int) -> None:
+        self._call(c.Resume(procedure_id))
+
+    # ---- the way into the loop ---------------------------------------------------------------
+    def _call(self, command: c.Command, timeout: float | None = None) -> Any:
+        """Post `command` into the loop and wait for its answer (or its typed error)."""
+        limit = self.config.command_timeout_s if timeout is None else timeout
+        if not self._started or not self._supervisor.post(command):
+            return self._without_loop(command)
+        try:
+            return command.future.result(limit)
+        except LoopGone:
+            return self._without_loop(command)
+        except concurrent.futures.TimeoutError:
+            if command.future.cancel():  # never handled: nothing was done
+                _, why = self.health()
+                raise ServiceUnavailable(
+                    f"the engine did not answer {type(command).__name__} within {limit} s ({why})"
+                ) from None
+            # Being handled right now: handling never blocks, so the answer is imminent.
+            return command.future.result(limit)
+
+    def _without_loop(self, command: c.Command) -> Any:
+        """Queries are answered from the tables (nothing changes them any more)."""
+        if isinstance(command, c.QUERIES):
+            with self._inline:
+                if isinstance(command, c.Flush):
+                    self._outbox.deliver()
+                return self._core.execute(command)
+        if self._closed:
+            raise ServiceUnavailable("the script execution service is shut down")
+        _, why = self.health()
+        if not self._started:
+            why = "the engine is not started"
+        raise ServiceUnavailable(f"the script execution engine is not running: {why}")
+
+    def _check_accepting(self) -> None:
+        if self._closed:
+            raise ServiceUnavailable("the script execution service is shut down")
+        failure = self._supervisor.health() if self._started else None
+        if failure is not None and not self._supervisor.is_alive():
+            raise ServiceUnavailable(f"the script execution engine failed: {failure}")
+
+    def _check_script(self, request: PrepareRequest) -> None:
         script = request.script
         match script:
             case FilesystemScript():
@@ -340,86 +424,6 @@ class ScriptExecutionService:
                 if self._git is None:
                     raise ScriptNotAllowed("git scripts are not enabled on this server")
                 self._git.check_allowed(script.git.repo)
-        with self._lock:
-            self._check_open()
-        procedure_id = self._allocate_id()  # may write to disk: outside the lock
-        with self._lock:
-            self._check_open()
-            proc = Procedure(id=procedure_id, script=script, init=request.init)
-            self._procedures[proc.id] = proc
-            self._emit(ProcedureAdded(proc.summary()))
-            self._prune_locked()
-        if isinstance(script, GitScript):
-            self._git_threads.submit(self._prepare_git, proc, script)
-        else:
-            self._acquire_worker(proc, None)
-        return proc.id
-
-    def start(self, request: StartRequest) -> None:
-        """Run a function of a READY procedure (or queue it with `force`)."""
-        with self._lock:
-            self._check_open()
-            proc = self._get(request.procedure_id)
-            action = f"start {request.function}"
-            if proc.functions is not None and request.function not in proc.functions:
-                raise InvalidRequest(
-                    "function",
-                    f"procedure {proc.id} has no function {request.function!r} of its own "
-                    f"(only public functions defined in the script can be started); "
-                    f"it defines {list(proc.functions)}",
-                )
-            call = PendingCall(request.function, request.call)
-            if proc.state in STARTABLE_STATES:
-                self._check_capacity(proc)
-                self._dispatch(proc, call)
-            elif request.force and proc.state in QUEUEABLE_STATES:
-                proc.pending.append(call)
-            else:
-                raise IllegalTransition(proc.id, proc.state.name, action)
-
-    def stop(self, request: StopRequest) -> None:
-        """Stop a procedure in any non-final state; with `abort`, run the abort script after."""
-        with self._lock:
-            self._check_open()
-            proc = self._get(request.procedure_id)
-            if proc.state not in STOPPABLE_STATES:
-                raise IllegalTransition(proc.id, proc.state.name, "stop")
-            if request.abort and self.config.abort_script is None:
-                raise InvalidRequest("abort", "no abort script is configured on this server")
-            proc.abort_requested = request.abort
-            self._begin_stop(proc)
-
-    def pause(self, procedure_id: int) -> None:
-        with self._lock:
-            self._check_open()
-            proc = self._get(procedure_id)
-            if proc.state not in PAUSABLE_STATES:
-                raise IllegalTransition(proc.id, proc.state.name, "pause")
-            assert proc.worker is not None
-            proc.worker.send(m.PauseScript)
-
-    def resume(self, procedure_id: int) -> None:
-        with self._lock:
-            self._check_open()
-            proc = self._get(procedure_id)
-            # RUNNING too: cancels a pause the script has not reached yet.
-            if proc.state not in _ACTIVE_RUN:
-                raise IllegalTransition(proc.id, proc.state.name, "resume")
-            assert proc.worker is not None
-            proc.worker.send(m.ResumeScript)
-
-    # ---- command helpers (lock held) -------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ServiceUnavailable("the script execution service is shut down")
-        if self._failure is not None:
-            raise ServiceUnavailable(f"the script execution engine failed: {self._failure}")
-
-    def _get(self, procedure_id: int) -> Procedure:
-        try:
-            return self._procedures[procedure_id]
-        except KeyError:
-            raise UnknownProcedure(procedure_id) from None
 
     def _check_file(self, script: FilesystemScript) -> None:
         path = Path(os.path.realpath(script.path))
@@ -428,361 +432,61 @@ class ScriptExecutionService:
         if not path.is_file():
             raise InvalidRequest("script", f"no such file: {script.path}")
 
-    def _running_locked(self) -> int:
-        return sum(1 for p in self._procedures.values() if p.state in _ACTIVE_RUN)
-
-    def _check_capacity(self, proc: Procedure) -> None:
-        limit = self.config.max_running
-        if limit and self._running_locked() >= limit:
-            raise CapacityExceeded(
-                f"cannot start procedure {proc.id}: {limit} procedure(s) already running "
-                f"(MaxRunning={limit})"
-            )
-
-    def _dispatch(self, proc: Procedure, call: PendingCall) -> None:
-        assert proc.worker is not None
-        index = proc.record_call(call.function, call.call)
-        self._apply(proc, Trigger.START)
-        proc.worker.send(
-            m.CallFunction,
-            call_id=index,
-            function=call.function,
-            args=call.call.args,
-            kwargs=call.call.kwargs,
-        )
-
-    def _dispatch_pending(self, proc: Procedure) -> None:
-        if proc.state is ProcedureState.READY and proc.pending:
-            call = proc.pending.popleft()
-            if self.config.max_running and self._running_locked() >= self.config.max_running:
-                proc.pending.appendleft(call)  # retried when another procedure finishes
-                return
-            self._dispatch(proc, call)
-
-    def _begin_stop(self, proc: Procedure) -> None:
-        proc.pending.clear()
-        proc.cancel.set()
-        self._apply(proc, Trigger.STOP)
-        if proc.worker is not None:
-            self._supervisor.stop(proc.id)
-        else:
-            # No process yet (CREATING, PREP_ENV): nothing to wait for.
-            self._apply(proc, Trigger.PROCESS_EXITED)
-
-    # ---- state changes and events (lock held) ----------------------------------------------
-    def _apply(self, proc: Procedure, trigger: Trigger) -> bool:
-        try:
-            proc.apply(trigger)
-        except IllegalTransition:
-            # Worker reports race with stops (e.g. a call returns while STOPPING): keep state.
-            log.debug("procedure %d: ignored %s in %s", proc.id, trigger, proc.state.name)
-            return False
-        self._emit(StateChanged(proc.id, proc.state, proc.summary()))
-        if proc.state in _ACTIVE_RUN or is_final(proc.state) or proc.state is ProcedureState.READY:
-            self._publish_status()
-        if is_final(proc.state):
-            self._on_final(proc)
-        return True
-
     def _allocate_id(self) -> int:
         """A procedure id this device never gave before (across restarts, with a store)."""
         if self._store is not None:
             return self._store.allocate_id()
-        with self._lock:
+        with self._ids_lock:
             allocated = self._next_id
             self._next_id += 1
             return allocated
 
-    def _emit(self, event: ServiceEvent) -> None:
-        if self._store is not None:
-            # Every summary change, user event and output line passes here, in order.
-            match event:
-                case (
-                    ProcedureAdded(summary=s) | StateChanged(summary=s) | SummaryChanged(summary=s)
-                ):
-                    self._store.save(s)
-                case UserEventPublished():
-                    self._store.append_event(event.procedure_id, event)  # encoded by the writer
-                case OutputAppended():
-                    pass  # stored per procedure where the lines arrive (on_worker_message)
-        self._pump.publish(event)
+    def _deliver_worker(
+        self, ticket: int, worker: WorkerProcess | None, error: BaseException | None
+    ) -> bool:
+        """The pool's delivery: into the loop (False if it is gone: the pool discards)."""
+        return self._supervisor.post(c.WorkerDelivered(ticket, worker, error))
 
-    def _summary_changed(self, proc: Procedure) -> None:
-        self._emit(SummaryChanged(proc.id, proc.summary()))
-
-    def _publish_status(self) -> None:
-        healthy, message = self.health()
-        running = self.running_count()
-        self._emit(ServiceStatusChanged(running, healthy, message))
-
-    def _on_final(self, proc: Procedure) -> None:
-        proc.pending.clear()
-        self._release_leases(proc)
-        self._prune_locked()
-        if self.config.max_running:
-            for other in self._procedures.values():
-                self._dispatch_pending(other)
-        if proc.abort_requested and proc.state is ProcedureState.STOPPED and not self._closed:
-            self._start_abort(proc)
-
-    def _release_leases(self, proc: Procedure) -> None:
-        # Clones and environments stay leased (safe from GC) only while a procedure uses them.
-        leases, proc.leases = proc.leases, []
-        for item in leases:
-            try:
-                assert self._git is not None
-                self._git.release(item)
-            except Exception:  # releasing must never break a state change
-                log.exception("releasing %r failed", item)
-
-    def _prune_locked(self) -> None:
-        excess = len(self._procedures) - self.config.history_length
-        if excess <= 0:
-            return
-        for pid in [p.id for p in self._procedures.values() if is_final(p.state)][:excess]:
-            del self._procedures[pid]
-            self._emit(ProcedureRemoved(pid))
-
-    def _start_abort(self, proc: Procedure) -> None:
-        assert self.config.abort_script is not None
-        abort = Procedure(
-            id=self._allocate_id(),
-            script=FilesystemScript(str(self.config.abort_script)),
-            init=proc.init,
-        )
-        abort.pending.append(PendingCall("main", ProcedureInput()))
-        self._procedures[abort.id] = abort
-        proc.abort_procedure = abort.id
-        self._summary_changed(proc)
-        self._emit(ProcedureAdded(abort.summary()))
-        self._acquire_worker(abort, None)
-
-    # ---- workers ---------------------------------------------------------------------------
-    def _acquire_worker(self, proc: Procedure, launcher: Launcher | None, **load: Any) -> None:
-        def attach(worker: WorkerProcess | None, error: BaseException | None) -> None:
-            self._attach(proc, worker, error, load)
-
-        try:
-            self._pool.acquire(attach, launcher)
-        except RuntimeError as exc:
-            attach(None, exc)
-
-    def _attach(
-        self,
-        proc: Procedure,
-        worker: WorkerProcess | None,
-        error: BaseException | None,
-        load: dict[str, Any],
-    ) -> None:
-        with self._lock:
-            if worker is None:
-                if not is_final(proc.state):
-                    self._fail(proc, ErrorInfo("WorkerStartError", str(error)))
-                return
-            if proc.state not in (ProcedureState.CREATING, ProcedureState.PREP_ENV):
-                # Stopped while the worker was starting: it never belonged to anyone.
-                self._discard_worker(worker)
-                return
-            proc.worker = worker
-            proc.pid = worker.pid
-            worker.assign(proc.id)
-            self._apply(proc, Trigger.WORKER_ATTACHED)
-            self._supervisor.watch(proc.id, worker)
-            script = proc.script
-            path = script.path if isinstance(script, FilesystemScript) else load.get("path")
-            source = script.source if isinstance(script, EmbeddedScript) else None
-            sys_path = load.get("sys_path", (os.path.dirname(path),) if path else ())
-            worker.send(
-                m.LoadScript,
-                procedure_id=proc.id,
-                name=script.uri,
-                path=path,
-                source=source,
-                init_args=proc.init.args,
-                init_kwargs=proc.init.kwargs,
-                sys_path=tuple(sys_path),
-                cwd=load.get("cwd"),
-            )
-
-    @staticmethod
-    def _discard_worker(worker: WorkerProcess) -> None:
-        worker.kill_group()
-        worker.reap(timeout=5.0)
-        worker.close()
-
-    def _fail(self, proc: Procedure, error: ErrorInfo) -> None:
-        proc.error = error
-        self._apply(proc, Trigger.FAILED)
-
-    # ---- git and environments (git thread) -------------------------------------------------
-    def _prepare_git(self, proc: Procedure, script: GitScript) -> None:
-        assert self._git is not None
+    # ---- git and environments (git thread; results are posted into the loop) --------------
+    def _run_git(self, procedure_id: int, script: GitScript, cancel: threading.Event) -> None:
+        git = self._git
+        assert git is not None
+        post = self._supervisor.post
 
         def progress(stage: str, done: float, total: float | None, message: str) -> None:
-            with self._lock:
-                proc.progress = Progress(done, total, f"{stage}: {message}" if message else stage)
-                self._summary_changed(proc)
+            text = f"{stage}: {message}" if message else stage
+            post(c.GitProgress(procedure_id, Progress(done, total, text)))
+
+        def lease(item: Any, **fields: Any) -> bool:
+            if post(c.GitLeased(procedure_id, item, **fields)):
+                return True
+            git.release(item)  # the loop is gone: nobody else will
+            return False
 
         try:
-            with self._lock:
-                if not self._apply(proc, Trigger.ENV_STARTED):
-                    return
-            source = self._git.resolve(script, progress, proc.cancel)
-            with self._lock:
-                proc.leases.append(source)
-                proc.git_commit = source.commit
-                self._summary_changed(proc)
+            source = git.resolve(script, progress, cancel)
+            if not lease(source, commit=source.commit):
+                return
             launcher: Launcher | None = None
             if script.create_env:
-                env = self._git.ensure_environment(source, progress, proc.cancel)
-                with self._lock:
-                    proc.leases.append(env)
-                    proc.environment = env.env_id
-                    self._summary_changed(proc)
+                env = git.ensure_environment(source, progress, cancel)
+                if not lease(env, environment=env.env_id):
+                    return
                 launcher = InterpreterLauncher(
                     env.python, env.sys_path_runtime, containment=self._containment
                 )
             self.refresh_environments()
-            with self._lock:
-                proc.progress = None
-                if proc.state is not ProcedureState.PREP_ENV:
-                    return
-            self._acquire_worker(
-                proc,
-                launcher,
-                path=str(source.script_path),
-                sys_path=(str(source.script_path.parent), str(source.checkout)),
-                cwd=str(source.checkout),
-            )
+            load = {
+                "path": str(source.script_path),
+                "sys_path": (str(source.script_path.parent), str(source.checkout)),
+                "cwd": str(source.checkout),
+            }
+            post(c.GitReady(procedure_id, launcher, load))
         except OETError as exc:
-            with self._lock:
-                if not is_final(proc.state) and proc.state is not ProcedureState.STOPPING:
-                    self._fail(proc, ErrorInfo(type(exc).__name__, exc.message))
-                elif is_final(proc.state):
-                    self._release_leases(proc)
+            post(c.GitFailed(procedure_id, ErrorInfo(type(exc).__name__, exc.message)))
         except Exception as exc:  # a thread boundary: any failure must end as FAILED
-            log.exception("preparing git procedure %d failed", proc.id)
-            with self._lock:
-                if not is_final(proc.state):
-                    self._fail(proc, ErrorInfo(type(exc).__name__, str(exc)))
-
-    # ---- SupervisorListener (supervisor thread) ----------------------------------------------
-    def on_worker_message(self, procedure_id: int, msg: m.WorkerMessage) -> None:
-        with self._lock:
-            proc = self._procedures.get(procedure_id)
-            if proc is None:
-                return
-            match msg:
-                case m.LoadStarted():
-                    self._apply(proc, Trigger.LOAD_STARTED)
-                case m.InitStarted():
-                    self._apply(proc, Trigger.INIT_STARTED)
-                case m.Loaded(functions=functions):
-                    proc.functions = functions
-                    self._apply(proc, Trigger.LOADED)
-                    self._dispatch_pending(proc)
-                case m.CallReturned(call_id=call_id, function=function, result=result):
-                    proc.finish_call(call_id, result)
-                    is_main = function == "main"
-                    if not self._apply(
-                        proc, Trigger.MAIN_RETURNED if is_main else Trigger.CALL_RETURNED
-                    ):
-                        self._summary_changed(proc)
-                    self._dispatch_pending(proc)
-                case m.ScriptFailed():
-                    self._on_script_failed(proc, msg)
-                case m.UserEvent(topic=topic, payload=payload, time=t):
-                    self._event_seq += 1
-                    stamp = iso(datetime.fromtimestamp(t, UTC))
-                    self._emit(UserEventPublished(proc.id, topic, payload, stamp, self._event_seq))
-                case m.OutputLines(lines=lines):
-                    formatted = tuple(f"{proc.id} {line}" for line in lines)
-                    if self._store is not None:
-                        self._store.append_output(proc.id, lines)
-                    self._output.extend(formatted)
-                    self._emit(OutputAppended(formatted))
-                case m.ProgressReport(done=done, total=total, message=message):
-                    proc.progress = Progress(done, total, message)
-                    self._summary_changed(proc)
-                case m.PauseReached():
-                    self._apply(proc, Trigger.PAUSE_REACHED)
-                case m.ResumedRunning():
-                    self._apply(proc, Trigger.RESUMED)
-                case m.WorkerReady():
-                    pass  # consumed by the handshake; a duplicate is harmless
-
-    def _on_script_failed(self, proc: Procedure, msg: m.ScriptFailed) -> None:
-        if proc.state is ProcedureState.STOPPING and msg.error_type in (
-            "StopRequested",
-            "ScriptTerminated",
-        ):
-            return  # the stop we asked for; the exit makes it STOPPED
-        error = ErrorInfo(msg.error_type, msg.message, msg.traceback)
-        if proc.state is ProcedureState.STOPPING:
-            proc.error = error
-            self._summary_changed(proc)
-            return
-        self._fail(proc, error)
-
-    def on_worker_exit(self, procedure_id: int, info: ExitInfo) -> None:
-        with self._lock:
-            proc = self._procedures.get(procedure_id)
-            if proc is None:
-                return
-            proc.worker = None
-            if is_final(proc.state):
-                if proc.error is not None and proc.error.exitcode is None:
-                    e = proc.error
-                    proc.error = ErrorInfo(
-                        e.type, e.message, e.traceback, info.exitcode, info.signal
-                    )
-                    self._summary_changed(proc)
-                return
-            if proc.state is ProcedureState.STOPPING:
-                self._apply(proc, Trigger.PROCESS_EXITED)
-                return
-            self._fail(
-                proc,
-                ErrorInfo(
-                    "WorkerDied",
-                    f"worker process {proc.pid} {info.describe()} while {proc.state.name}",
-                    exitcode=info.exitcode,
-                    signal=info.signal,
-                ),
-            )
-
-    def on_worker_lost(self, procedure_id: int, pid: int) -> None:
-        with self._lock:
-            proc = self._procedures.get(procedure_id)
-            if proc is None or is_final(proc.state):
-                return
-            proc.error = ErrorInfo(
-                "WorkerLost", f"worker process {pid} survived SIGKILL; still being killed"
-            )
-            self._apply(proc, Trigger.LOST)
-
-    def on_supervisor_failed(self, error: BaseException) -> None:
-        """No process is watched any more: no live procedure may look alive (it was killed)."""
-        self._failure = f"supervisor thread died: {error!r}"
-        with self._lock:
-            for proc in list(self._procedures.values()):
-                if is_final(proc.state):
-                    continue
-                attached = proc.worker is not None
-                proc.error = ErrorInfo(
-                    "SupervisorFailed",
-                    f"the supervisor thread died ({error!r}) while procedure {proc.id} was "
-                    f"{proc.state.name}"
-                    + (
-                        f"; its worker {proc.pid} was sent SIGKILL but cannot be reaped"
-                        if attached
-                        else ""
-                    ),
-                )
-                proc.worker = None
-                # Killed but never reaped: its fate cannot be established, hence UNKNOWN.
-                self._apply(proc, Trigger.LOST if attached else Trigger.FAILED)
-        self._emit(ServiceStatusChanged(self.running_count(), False, self._failure))
+            log.exception("preparing git procedure %d failed", procedure_id)
+            post(c.GitFailed(procedure_id, ErrorInfo(type(exc).__name__, str(exc))))
 
 
 def _durable_parts(

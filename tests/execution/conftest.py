@@ -89,9 +89,11 @@ def make_engine() -> Iterator[Callable[..., Engine]]:
     services: list[ScriptExecutionService] = []
 
     def make(**overrides: object) -> Engine:
+        """A started engine; `launcher` and `clock` go to the service, the rest to its config."""
+        parts = {k: overrides.pop(k) for k in ("launcher", "clock") if k in overrides}
         overrides.setdefault("pool_size", 1)
         overrides.setdefault("deadlines", StopDeadlines(cooperative_s=0.02, term_s=1.0, kill_s=3.0))
-        service = ScriptExecutionService(ServiceConfig(**overrides))  # type: ignore[arg-type]
+        service = ScriptExecutionService(ServiceConfig(**overrides), **parts)  # type: ignore[arg-type]
         services.append(service)
         engine = Engine(service)
         service.open()

@@ -20,7 +20,7 @@ from tango_oet.domain import (
     UnknownProcedure,
 )
 from tango_oet.domain import ProcedureState as S
-from tango_oet.service import ProcedureRemoved, UserEventPublished
+from tango_oet.service import ProcedureRemoved, StateChanged, SummaryChanged, UserEventPublished
 from tests.execution.conftest import SCRIPTS, Engine, assert_pid_gone
 
 LOOP = """
@@ -350,8 +350,15 @@ def test_stop_with_abort_runs_the_abort_script_with_the_init_arguments(
     started(engine, pid)
     engine.service.stop(StopRequest(pid, abort=True))
     stopped = engine.wait_state(pid, S.STOPPED)
-    engine.events.wait_for(
-        lambda _: engine.service.describe(pid).abort_procedure is not None, 10, "abort prepared"
+    # From the events, not describe(): subscribers are called on the engine loop, so a
+    # predicate (run under the recorder's lock) must not wait for that loop.
+    engine.wait_event(
+        lambda e: (
+            isinstance(e, SummaryChanged | StateChanged)
+            and e.procedure_id == pid
+            and e.summary.abort_procedure is not None
+        ),
+        "abort prepared",
     )
     aborter = engine.service.describe(pid).abort_procedure
     assert aborter is not None and stopped.state is S.STOPPED
