@@ -163,6 +163,9 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
     AbortScript = _prop("AbortScript", str, "Absolute path of the abort script")
     StartMethod = _prop("StartMethod", str, "Worker start method: forkserver or spawn")
     OutputLinesKept = _prop("OutputLinesKept", int, "Output lines a read of `output` returns")
+    WorkerEnvironment = _prop(
+        "WorkerEnvironment", (str,), "Environment scripts see: NAME, PREFIX* or NAME=VALUE"
+    )
 
     # ---- lifecycle -------------------------------------------------------------------------
     def init_device(self) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tango_oet.execution.environment import DEFAULT_WORKER_ENVIRONMENT
 from tango_oet.execution.supervisor import StopDeadlines
 from tango_oet.service.config import ServiceConfig, default_data_dir
 
@@ -30,6 +31,8 @@ PROPERTY_DEFAULTS: dict[str, tuple[type, Any]] = {
     "AbortScript": (str, ""),  # "" = Stop with abort is refused
     "StartMethod": (str, "forkserver"),  # or "spawn"
     "OutputLinesKept": (int, 1000),
+    # What scripts see of the environment: names, PREFIX*, NAME=VALUE (INTERFACE v2).
+    "WorkerEnvironment": (list, list(DEFAULT_WORKER_ENVIRONMENT)),
 }
 
 
@@ -76,6 +79,7 @@ def config_from_properties(props: Mapping[str, Any]) -> ServiceConfig:
             start_method=str(get("StartMethod")).strip(),
             abort_script=Path(abort) if abort else None,
             output_lines_kept=int(get("OutputLinesKept")),
+            worker_environment=tuple(_strings(get("WorkerEnvironment"))),
         )
     except ValueError as exc:
         # ServiceConfig names the field in snake_case; say which property that is.

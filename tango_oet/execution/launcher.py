@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from tango_oet.execution import worker as worker_module
 from tango_oet.execution.containment import Containment, Placement
+from tango_oet.execution.environment import worker_environment
 from tango_oet.execution.messages import ParentMessage, WorkerMessage, WorkerReady
 
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -207,7 +208,12 @@ class Launcher(Protocol):
 class ContextLauncher:
     """Workers from this interpreter's forkserver (preloaded with the worker module) or spawn."""
 
-    def __init__(self, method: str = "forkserver", containment: Containment | None = None) -> None:
+    def __init__(
+        self,
+        method: str = "forkserver",
+        containment: Containment | None = None,
+        environment: tuple[str, ...] | None = None,
+    ) -> None:
         if method not in ("forkserver", "spawn"):
             raise ValueError(f"start method must be forkserver or spawn, got {method!r}")
         self._ctx: Any = multiprocessing.get_context(method)
@@ -217,6 +223,7 @@ class ContextLauncher:
             self._ctx.set_forkserver_preload(["tango_oet.execution.worker"])
         self.method = method
         self._containment = containment
+        self._environment = environment  # WorkerEnvironment; None: the server's, unfiltered
 
     @property
     def key(self) -> str:
@@ -225,7 +232,11 @@ class ContextLauncher:
     def launch(self) -> WorkerProcess:
         placement = self._containment.place() if self._containment is not None else None
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        args = (child_conn, placement.worker_args() if placement is not None else None)
+        args = (
+            child_conn,
+            placement.worker_args() if placement is not None else None,
+            self._environment,
+        )
         process = self._ctx.Process(target=worker_module.worker_main, args=args, name="oet-worker")
         try:
             process.start()
@@ -256,11 +267,13 @@ class InterpreterLauncher:
         pythonpath: Path,
         env: Mapping[str, str] | None = None,
         containment: Containment | None = None,
+        environment: tuple[str, ...] | None = None,
     ):
         self.python = python
         self.pythonpath = pythonpath
         self._env = dict(env or {})
         self._containment = containment
+        self._environment = environment  # WorkerEnvironment; None: the server's, unfiltered
 
     @property
     def key(self) -> str:
@@ -268,7 +281,12 @@ class InterpreterLauncher:
 
     def launch(self) -> WorkerProcess:
         ours, theirs = socket.socketpair()
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        source = (
+            os.environ
+            if self._environment is None
+            else worker_environment(os.environ, self._environment)
+        )
+        env = {k: v for k, v in source.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         env.update(self._env)
         env["PYTHONPATH"] = str(self.pythonpath)
         env["PYTHONNOUSERSITE"] = "1"

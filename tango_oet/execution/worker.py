@@ -34,6 +34,7 @@ from typing import Any
 from tango_oet import scripting
 from tango_oet.execution import cgroups, procfs
 from tango_oet.execution import messages as m
+from tango_oet.execution.environment import worker_environment
 
 FLUSH_INTERVAL_S = 0.005
 MAX_PENDING_LINES = 2000
@@ -580,9 +581,22 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def worker_main(conn: Connection, containment: tuple[str, str | None] | None = None) -> None:
-    """Entry point of a worker process (forkserver/spawn target, or `python -m`)."""
+def worker_main(
+    conn: Connection,
+    containment: tuple[str, str | None] | None = None,
+    environment: tuple[str, ...] | None = None,
+) -> None:
+    """Entry point of a worker process (forkserver/spawn target, or `python -m`).
+
+    `environment`: the WorkerEnvironment allow-list; the script sees only those variables
+    (None: the environment as inherited, which the `python -m` launcher has filtered already).
+    """
     global _exiting
+    if environment is not None:
+        # The forkserver holds the server's whole environment: only the allowed part stays.
+        allowed = worker_environment(os.environ, environment)
+        os.environ.clear()
+        os.environ.update(allowed)
     # First, before anything can start a process that could escape.
     _contain(containment)
     # Own process group: the supervisor's SIGKILL reaches whatever the script started too.

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tango_oet.execution.environment import DEFAULT_WORKER_ENVIRONMENT, check_entries
 from tango_oet.execution.supervisor import StopDeadlines
 
 
@@ -24,6 +25,8 @@ class ServiceConfig:
     # the device's AllowEmbedded property defaults to false and is always mapped onto this.
     allow_embedded: bool = True
     git_allow: tuple[str, ...] = ()  # fnmatch patterns of repository URLs; empty = no git
+    #: What scripts see of the environment (names, PREFIX*, NAME=VALUE); None: everything.
+    worker_environment: tuple[str, ...] | None = DEFAULT_WORKER_ENVIRONMENT
     data_dir: Path = field(default_factory=default_data_dir)
     deadlines: StopDeadlines = field(default_factory=StopDeadlines)
     start_method: str = "forkserver"
@@ -49,5 +52,7 @@ class ServiceConfig:
             raise ValueError(f"history_length must be >= 1, got {self.history_length}")
         if self.command_timeout_s <= 0:
             raise ValueError(f"command_timeout_s must be > 0, got {self.command_timeout_s}")
+        if self.worker_environment is not None:
+            check_entries(self.worker_environment)  # ValueError naming the bad entry
         if self.start_method not in ("forkserver", "spawn"):
             raise ValueError(f"start_method must be forkserver or spawn: {self.start_method!r}")

@@ -105,7 +105,11 @@ class ScriptExecutionService:
             self._supervisor = Supervisor(self.config.deadlines, clock=clock)
             self._pool = WorkerPool(
                 launcher
-                or ContextLauncher(self.config.start_method, containment=self._containment),
+                or ContextLauncher(
+                    self.config.start_method,
+                    containment=self._containment,
+                    environment=self.config.worker_environment,
+                ),
                 self.config.pool_size,
                 clock=clock,
             )
@@ -473,7 +477,10 @@ class ScriptExecutionService:
                 if not lease(env, environment=env.env_id):
                     return
                 launcher = InterpreterLauncher(
-                    env.python, env.sys_path_runtime, containment=self._containment
+                    env.python,
+                    env.sys_path_runtime,
+                    containment=self._containment,
+                    environment=self.config.worker_environment,
                 )
             self.refresh_environments()
             load = {
