@@ -163,6 +163,10 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
     AbortScript = _prop("AbortScript", str, "Absolute path of the abort script")
     StartMethod = _prop("StartMethod", str, "Worker start method: forkserver or spawn")
     OutputLinesKept = _prop("OutputLinesKept", int, "Output lines a read of `output` returns")
+    MaxLive = _prop("MaxLive", int, "Max procedures holding a process (0 = unlimited)")
+    MaxScriptBytes = _prop("MaxScriptBytes", int, "Largest script Prepare accepts (0 = any)")
+    WorkerMemoryMB = _prop("WorkerMemoryMB", int, "A worker's address space limit (0 = none)")
+    WorkerCpuSeconds = _prop("WorkerCpuSeconds", int, "A worker's CPU time limit (0 = none)")
     WorkerEnvironment = _prop(
         "WorkerEnvironment", (str,), "Environment scripts see: NAME, PREFIX* or NAME=VALUE"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tango_oet.execution.environment import DEFAULT_WORKER_ENVIRONMENT
+from tango_oet.execution.limits import WorkerLimits
 from tango_oet.execution.supervisor import StopDeadlines
 from tango_oet.service.config import ServiceConfig, default_data_dir
 
@@ -31,6 +32,11 @@ PROPERTY_DEFAULTS: dict[str, tuple[type, Any]] = {
     "AbortScript": (str, ""),  # "" = Stop with abort is refused
     "StartMethod": (str, "forkserver"),  # or "spawn"
     "OutputLinesKept": (int, 1000),
+    # Limits, 0 = none (INTERFACE v2 "Safe by default").
+    "MaxLive": (int, 0),  # procedures holding a process; Prepare beyond: OET_CapacityExceeded
+    "MaxScriptBytes": (int, 0),
+    "WorkerMemoryMB": (int, 0),  # a worker's address space
+    "WorkerCpuSeconds": (int, 0),
     # What scripts see of the environment: names, PREFIX*, NAME=VALUE (INTERFACE v2).
     "WorkerEnvironment": (list, list(DEFAULT_WORKER_ENVIRONMENT)),
 }
@@ -80,6 +86,9 @@ def config_from_properties(props: Mapping[str, Any]) -> ServiceConfig:
             abort_script=Path(abort) if abort else None,
             output_lines_kept=int(get("OutputLinesKept")),
             worker_environment=tuple(_strings(get("WorkerEnvironment"))),
+            max_live=int(get("MaxLive")),
+            max_script_bytes=int(get("MaxScriptBytes")),
+            worker_limits=WorkerLimits(int(get("WorkerMemoryMB")), int(get("WorkerCpuSeconds"))),
         )
     except ValueError as exc:
         # ServiceConfig names the field in snake_case; say which property that is.

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from tango_oet.execution import worker as worker_module
 from tango_oet.execution.containment import Containment, Placement
 from tango_oet.execution.environment import worker_environment
+from tango_oet.execution.limits import WorkerLimits
 from tango_oet.execution.messages import ParentMessage, WorkerMessage, WorkerReady
 
 HANDSHAKE_TIMEOUT_S = 30.0
@@ -213,6 +214,7 @@ class ContextLauncher:
         method: str = "forkserver",
         containment: Containment | None = None,
         environment: tuple[str, ...] | None = None,
+        limits: WorkerLimits | None = None,
     ) -> None:
         if method not in ("forkserver", "spawn"):
             raise ValueError(f"start method must be forkserver or spawn, got {method!r}")
@@ -224,6 +226,7 @@ class ContextLauncher:
         self.method = method
         self._containment = containment
         self._environment = environment  # WorkerEnvironment; None: the server's, unfiltered
+        self._limits = limits
 
     @property
     def key(self) -> str:
@@ -236,6 +239,7 @@ class ContextLauncher:
             child_conn,
             placement.worker_args() if placement is not None else None,
             self._environment,
+            self._limits,
         )
         process = self._ctx.Process(target=worker_module.worker_main, args=args, name="oet-worker")
         try:
@@ -268,12 +272,14 @@ class InterpreterLauncher:
         env: Mapping[str, str] | None = None,
         containment: Containment | None = None,
         environment: tuple[str, ...] | None = None,
+        limits: WorkerLimits | None = None,
     ):
         self.python = python
         self.pythonpath = pythonpath
         self._env = dict(env or {})
         self._containment = containment
         self._environment = environment  # WorkerEnvironment; None: the server's, unfiltered
+        self._limits = limits
 
     @property
     def key(self) -> str:
@@ -292,6 +298,8 @@ class InterpreterLauncher:
         env["PYTHONNOUSERSITE"] = "1"
         # `python -m` would put the server's working directory first on sys.path.
         env["PYTHONSAFEPATH"] = "1"
+        if self._limits is not None and self._limits.any:
+            env[worker_module.LIMITS_ENV] = f"{self._limits.memory_mb},{self._limits.cpu_seconds}"
         placement = self._containment.place() if self._containment is not None else None
         if placement is not None:
             env.update(placement.environment())

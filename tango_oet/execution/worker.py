@@ -35,7 +35,10 @@ from tango_oet import scripting
 from tango_oet.execution import cgroups, procfs
 from tango_oet.execution import messages as m
 from tango_oet.execution.environment import worker_environment
+from tango_oet.execution.limits import WorkerLimits
 
+#: How an InterpreterLauncher hands WorkerLimits to `python -m ...worker` ("MB,seconds").
+LIMITS_ENV = "OET_WORKER_LIMITS"
 FLUSH_INTERVAL_S = 0.005
 MAX_PENDING_LINES = 2000
 MAX_LINE_CHARS = 10_000
@@ -585,6 +588,7 @@ def worker_main(
     conn: Connection,
     containment: tuple[str, str | None] | None = None,
     environment: tuple[str, ...] | None = None,
+    limits: WorkerLimits | None = None,
 ) -> None:
     """Entry point of a worker process (forkserver/spawn target, or `python -m`).
 
@@ -599,6 +603,8 @@ def worker_main(
         os.environ.update(allowed)
     # First, before anything can start a process that could escape.
     _contain(containment)
+    if limits is not None and limits.any:
+        limits.apply()  # before any script code: it cannot raise them again (hard limits)
     # Own process group: the supervisor's SIGKILL reaches whatever the script started too.
     try:
         os.setsid()
@@ -636,7 +642,11 @@ def _main_from_fd() -> None:
     marker = os.environ.get(procfs.MARKER_ENV)
     containment = (marker, os.environ.get(CGROUP_ENV) or None) if marker else None
     os.environ.pop(CGROUP_ENV, None)  # the script's children need the marker, not this
-    worker_main(Connection(fd), containment)
+    limits = None
+    if raw := os.environ.pop(LIMITS_ENV, ""):
+        memory_mb, cpu_seconds = (int(x) for x in raw.split(","))
+        limits = WorkerLimits(memory_mb, cpu_seconds)
+    worker_main(Connection(fd), containment, limits=limits)
 
 
 if __name__ == "__main__":

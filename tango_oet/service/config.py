@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tango_oet.execution.environment import DEFAULT_WORKER_ENVIRONMENT, check_entries
+from tango_oet.execution.limits import WorkerLimits
 from tango_oet.execution.supervisor import StopDeadlines
 
 
@@ -19,6 +20,9 @@ def default_data_dir() -> Path:
 class ServiceConfig:
     pool_size: int = 2
     max_running: int = 0  # 0 = unlimited
+    max_live: int = 0  # procedures holding (or about to hold) a process; 0 = unlimited
+    max_script_bytes: int = 0  # 0 = unlimited
+    worker_limits: WorkerLimits = field(default_factory=WorkerLimits)
     history_length: int = 100
     script_roots: tuple[Path, ...] = ()  # allowed dirs for file:// scripts; empty = none
     # The engine's own default, for code that builds it directly (benchmarks, engine tests);
@@ -46,6 +50,8 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if self.pool_size < 0:
             raise ValueError(f"pool_size must be >= 0, got {self.pool_size}")
+        if self.max_live < 0 or self.max_script_bytes < 0:
+            raise ValueError("max_live and max_script_bytes must be >= 0 (0 = unlimited)")
         if self.max_running < 0:
             raise ValueError(f"max_running must be >= 0, got {self.max_running}")
         if self.history_length < 1:

@@ -196,6 +196,13 @@ class EngineCore:
         request = admission.request
         if admission.procedure_id in self.procedures:
             raise InvalidRequest("admission", f"procedure {admission.procedure_id} exists")
+        limit = self.config.max_live
+        if limit:
+            live = sum(1 for p in self.procedures.values() if not is_final(p.state))
+            if live >= limit:
+                raise CapacityExceeded(
+                    f"cannot prepare: {live} procedure(s) already hold a process (MaxLive={limit})"
+                )
         proc = Procedure(id=admission.procedure_id, script=request.script, init=request.init)
         self.procedures[proc.id] = proc
         self._emit(ProcedureAdded(proc.summary()))

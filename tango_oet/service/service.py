@@ -109,6 +109,7 @@ class ScriptExecutionService:
                     self.config.start_method,
                     containment=self._containment,
                     environment=self.config.worker_environment,
+                    limits=self.config.worker_limits,
                 ),
                 self.config.pool_size,
                 clock=clock,
@@ -422,12 +423,21 @@ class ScriptExecutionService:
         match script:
             case FilesystemScript():
                 self._check_file(script)
+                self._check_size(script.path, os.path.getsize(os.path.realpath(script.path)))
             case EmbeddedScript():
                 check_embedded_allowed(self.config.allow_embedded)
+                self._check_size(script.name, len(script.source.encode("utf-8", "replace")))
             case GitScript():
                 if self._git is None:
                     raise ScriptNotAllowed("git scripts are not enabled on this server")
                 self._git.check_allowed(script.git.repo)
+
+    def _check_size(self, name: str, size: int) -> None:
+        limit = self.config.max_script_bytes
+        if limit and size > limit:
+            raise InvalidRequest(
+                "script", f"{name} has {size} bytes, more than MaxScriptBytes={limit}"
+            )
 
     def _check_file(self, script: FilesystemScript) -> None:
         path = Path(os.path.realpath(script.path))
@@ -481,6 +491,7 @@ class ScriptExecutionService:
                     env.sys_path_runtime,
                     containment=self._containment,
                     environment=self.config.worker_environment,
+                    limits=self.config.worker_limits,
                 )
             self.refresh_environments()
             load = {

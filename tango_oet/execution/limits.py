@@ -1,0 +1,59 @@
+"""Resource limits of a worker process (INTERFACE v2 `WorkerMemoryMB`, `WorkerCpuSeconds`).
+
+Applied by the worker itself before it loads a script, with `setrlimit`: the address space
+(an allocation beyond it raises MemoryError in the script) and the CPU time (at the limit the
+worker raises CpuTimeExceeded in the script, one second later the kernel kills it). Standard
+library only: the worker imports it.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import types
+from dataclasses import dataclass
+
+
+class CpuTimeExceeded(BaseException):
+    """The script used the worker's CPU time limit (WorkerCpuSeconds). Not an Exception: a
+    script's `except Exception` must not swallow it."""
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """0 = no limit."""
+
+    memory_mb: int = 0
+    cpu_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.memory_mb < 0 or self.cpu_seconds < 0:
+            raise ValueError(f"worker limits must be >= 0 (0 = none), got {self}")
+
+    @property
+    def any(self) -> bool:
+        return bool(self.memory_mb or self.cpu_seconds)
+
+    def apply(self) -> None:
+        """Limit this process (the worker); a limit the system caps lower stays as it is."""
+        if self.memory_mb:
+            _lower(resource.RLIMIT_AS, self.memory_mb << 20)
+        if self.cpu_seconds:
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            spent = int(used.ru_utime + used.ru_stime)  # the worker's start counts too: small
+            signal.signal(signal.SIGXCPU, _on_sigxcpu)
+            _lower(resource.RLIMIT_CPU, spent + self.cpu_seconds, hard_extra=1)
+
+
+def _lower(which: int, soft: int, hard_extra: int = 0) -> None:
+    _, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    new_hard = soft + hard_extra
+    if hard != resource.RLIM_INFINITY:
+        new_hard = min(new_hard, hard)
+    resource.setrlimit(which, (soft, new_hard))
+
+
+def _on_sigxcpu(signum: int, frame: types.FrameType | None) -> None:
+    raise CpuTimeExceeded("the worker's CPU time limit (WorkerCpuSeconds) is used up")

@@ -1,0 +1,73 @@
+"""Limits end in a clear final state and error (INTERFACE v2 "Safe by default"): a worker's
+memory and CPU time, procedures holding a process (MaxLive) and script size (MaxScriptBytes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tango_oet.domain import CapacityExceeded, InvalidRequest
+from tango_oet.domain import ProcedureState as S
+from tango_oet.execution.launcher import ContextLauncher
+from tango_oet.execution.limits import WorkerLimits
+from tests.execution.conftest import Engine
+
+HOG = "def main():\n    blob = bytearray(2 << 30)\n    return len(blob)\n"
+SPIN = "def main():\n    while True:\n        pass\n"
+QUICK = "def main():\n    return 1\n"
+
+
+def _engine(make_engine: Callable[..., Engine], limits: WorkerLimits, **config: object) -> Engine:
+    return make_engine(
+        launcher=ContextLauncher("forkserver", limits=limits), allow_embedded=True, **config
+    )
+
+
+def test_an_allocation_beyond_worker_memory_fails_the_call_with_memory_error(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = _engine(make_engine, WorkerLimits(memory_mb=512))
+    pid = engine.prepare_source(HOG)
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    summary = engine.wait_state(pid, S.FAILED, timeout=30)
+    assert summary.error is not None and summary.error.type == "MemoryError"
+
+
+def test_cpu_time_beyond_the_limit_fails_the_call_saying_so(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = _engine(make_engine, WorkerLimits(cpu_seconds=1))
+    pid = engine.prepare_source(SPIN)
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    summary = engine.wait_state(pid, S.FAILED, S.UNKNOWN, timeout=30)
+    assert summary.error is not None and summary.error.type == "CpuTimeExceeded", summary.error
+    assert "WorkerCpuSeconds" in summary.error.message
+
+
+def test_max_live_refuses_a_prepare_beyond_it_and_creates_nothing(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine(max_live=1, allow_embedded=True)
+    first = engine.prepare_source(QUICK)
+    engine.wait_state(first, S.READY)  # READY holds its worker: live
+    with pytest.raises(CapacityExceeded, match="MaxLive=1"):
+        engine.prepare_source(QUICK)
+    assert [s.id for s in engine.service.list()] == [first]
+    engine.start(first)
+    engine.wait_state(first, S.COMPLETE)
+    second = engine.prepare_source(QUICK)  # a final procedure holds nothing
+    assert engine.wait_state(second, S.READY).id == second
+
+
+def test_a_script_larger_than_max_script_bytes_is_refused_naming_the_limit(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine(max_script_bytes=100, allow_embedded=True)
+    with pytest.raises(InvalidRequest, match="MaxScriptBytes=100"):
+        engine.prepare_source(QUICK + "# " + "x" * 200 + "\n")
+    assert engine.service.list() == []
+    pid = engine.prepare_source(QUICK)
+    assert engine.wait_state(pid, S.READY).id == pid
