@@ -37,6 +37,10 @@ NAMESPACE = "observatory"
 
 Manifest = dict[str, Any]
 
+# The label that tells one server instance's objects from another's (value: the instance
+# name in DNS-label form, "Sub_2" -> "sub-2").
+INSTANCE_LABEL = "tango-oet/server-instance"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "chart: renders the Helm chart with a real helm binary")
@@ -126,6 +130,20 @@ class Rendered:
         found = [m for m in self.manifests if m["kind"] == kind]
         assert len(found) == 1, f"expected one {kind}, found {len(found)}: {self.kinds}"
         return found[0]
+
+    def named(self, kind: str, name: str) -> Manifest:
+        found = [m for m in self.manifests if m["kind"] == kind and m["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+        return found[0]
+
+    def instance(self, slug: str) -> Rendered:
+        """The objects of one server instance only (its StatefulSet, ConfigMap, ...)."""
+        mine = [
+            m for m in self.manifests
+            if m["metadata"].get("labels", {}).get(INSTANCE_LABEL) == slug
+        ]  # fmt: skip
+        assert mine, f"no objects labelled {INSTANCE_LABEL}={slug}: {self.kinds}"
+        return Rendered(mine)
 
     @property
     def statefulset(self) -> Manifest:

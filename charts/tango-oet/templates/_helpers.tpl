@@ -39,29 +39,88 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/*
+TANGO_HOST of every pod: global.tango_host when set (SKA umbrella charts give every
+subchart the same database that way), else tangoHost.
+*/}}
 {{- define "tango-oet.tangoHost" -}}
-{{- required "tangoHost is required: the host:port of an existing Tango database, e.g. --set tangoHost=tango-databaseds.tango:10000" .Values.tangoHost }}
+{{- $global := "" }}
+{{- with .Values.global }}{{ $global = toString (.tango_host | default "") }}{{ end }}
+{{- if $global }}
+{{- if not (regexMatch "^[^\\s:,]+:[0-9]+(,[^\\s:,]+:[0-9]+)*$" $global) }}
+{{- fail (printf "global.tango_host %q is not host:port[,host:port...]" $global) }}
+{{- end }}
+{{- $global }}
+{{- else }}
+{{- required "tangoHost is required (or global.tango_host): the host:port of an existing Tango database, e.g. --set tangoHost=tango-databaseds.tango:10000" .Values.tangoHost }}
+{{- end }}
 {{- end }}
 
-{{/* Where the ConfigMap (devices.json and the pod-ordinal lookup files) is mounted. */}}
+{{/* Where the instance's ConfigMap (devices.json) is mounted. */}}
 {{- define "tango-oet.configDir" -}}/etc/tango-oet{{- end }}
 
+{{/* Per-instance objects ----------------------------------------------------- */}}
+
 {{/*
-DNS name under which the pod publishes its CORBA endpoint; $(POD_NAME) is filled
-in by the shell in the container.
+The DNS-label form of an instance name ("Subarray_1" -> "subarray-1"): the suffix of
+the instance's StatefulSet, Service, ConfigMap and PDB, and its selector label value.
 */}}
-{{- define "tango-oet.publishHost" -}}
-{{- printf "${POD_NAME}.%s.%s.svc.%s" (include "tango-oet.fullname" .) .Release.Namespace .Values.clusterDomain }}
+{{- define "tango-oet.instanceSlug" -}}
+{{- regexReplaceAll "[^a-z0-9]+" (lower (toString .)) "-" | trimAll "-" }}
 {{- end }}
 
 {{/*
-Shell snippet: the instance name and first device of this pod, looked up by the
-pod's ordinal (the suffix of POD_NAME) in the files the ConfigMap provides.
+Name of the objects of one instance ({"root": $, "instance": <instances[i]>}).
+At most 52 characters: the StatefulSet controller adds "-<10-character hash>" to it
+in the controller-revision-hash label, which must fit in 63.
 */}}
-{{- define "tango-oet.resolveInstance" -}}
-ordinal="${POD_NAME##*-}"
-instance="$(cat "{{ include "tango-oet.configDir" . }}/instance-${ordinal}")"
-device="$(cat "{{ include "tango-oet.configDir" . }}/device-${ordinal}")"
+{{- define "tango-oet.instanceFullname" -}}
+{{- $name := printf "%s-%s" (include "tango-oet.fullname" .root) (include "tango-oet.instanceSlug" .instance.name) }}
+{{- if gt (len $name) 52 }}
+{{- fail (printf "instance %v: object name %q is longer than 52 characters; shorten the instance name or set fullnameOverride" .instance.name $name) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{/* Selector labels of one instance's pods ({"root": $, "instance": ...}). */}}
+{{- define "tango-oet.instanceSelectorLabels" -}}
+{{ include "tango-oet.selectorLabels" .root }}
+tango-oet/server-instance: {{ include "tango-oet.instanceSlug" .instance.name | quote }}
+{{- end }}
+
+{{- define "tango-oet.instanceLabels" -}}
+{{ include "tango-oet.labels" .root }}
+tango-oet/server-instance: {{ include "tango-oet.instanceSlug" .instance.name | quote }}
+{{- end }}
+
+{{/*
+Fails rendering on instance lists the per-instance layout cannot serve: duplicate
+instance names, names that map to the same object names, a device in two instances.
+*/}}
+{{- define "tango-oet.validateInstances" -}}
+{{- $names := dict }}
+{{- $slugs := dict }}
+{{- $seenDevices := dict }}
+{{- range $inst := .Values.instances }}
+{{- $instName := toString $inst.name }}
+{{- if hasKey $names $instName }}
+{{- fail (printf "instances: instance name %q is listed twice" $instName) }}
+{{- end }}
+{{- $_ := set $names $instName true }}
+{{- $slug := include "tango-oet.instanceSlug" $instName }}
+{{- if hasKey $slugs $slug }}
+{{- fail (printf "instances: instance names %q and %q both give the object name suffix %q" (get $slugs $slug) $instName $slug) }}
+{{- end }}
+{{- $_ := set $slugs $slug $instName }}
+{{- $_ := include "tango-oet.instanceFullname" (dict "root" $ "instance" $inst) }}
+{{- range $dev := $inst.devices }}
+{{- $key := lower $dev.name }}
+{{- if hasKey $seenDevices $key }}
+{{- fail (printf "instances: device %q is listed twice (instances %s and %s)" $dev.name (get $seenDevices $key) $instName) }}
+{{- end }}
+{{- $_ := set $seenDevices $key $instName }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Property values ---------------------------------------------------------- */}}
@@ -128,28 +187,18 @@ then DataDirectory = persistence.mountPath.
 {{- end }}
 
 {{/*
-The device definitions in dsconfig format:
-{"servers": {<serverName>: {<instance>: {<className>: {<device>: {"properties": {...}}}}}}}
+The device definitions of ONE instance ({"root": $, "instance": ...}) in dsconfig
+format: {"servers": {<serverName>: {<instance>: {<className>: {<device>: {"properties": {...}}}}}}}.
+Only this instance's values and the chart-wide ones enter it, so its checksum (on
+the instance's pod template) changes only when this instance's definition does.
 */}}
 {{- define "tango-oet.dsconfig" -}}
-{{- $instances := dict }}
-{{- $seenDevices := dict }}
-{{- range $inst := .Values.instances }}
-{{- $instName := toString $inst.name }}
-{{- if hasKey $instances $instName }}
-{{- fail (printf "instances: instance name %q is listed twice" $instName) }}
-{{- end }}
+{{- $root := .root }}
 {{- $devices := dict }}
-{{- range $dev := $inst.devices }}
-{{- $key := lower $dev.name }}
-{{- if hasKey $seenDevices $key }}
-{{- fail (printf "instances: device %q is listed twice (instances %s and %s)" $dev.name (get $seenDevices $key) $instName) }}
-{{- end }}
-{{- $_ := set $seenDevices $key $instName }}
-{{- $props := include "tango-oet.deviceProperties" (dict "root" $ "device" $dev) | fromJson }}
+{{- range $dev := .instance.devices }}
+{{- $props := include "tango-oet.deviceProperties" (dict "root" $root "device" $dev) | fromJson }}
 {{- $_ := set $devices $dev.name (dict "properties" $props) }}
 {{- end }}
-{{- $_ := set $instances $instName (dict $.Values.className $devices) }}
-{{- end }}
-{{- dict "servers" (dict .Values.serverName $instances) | toPrettyJson }}
+{{- $instances := dict (toString .instance.name) (dict $root.Values.className $devices) }}
+{{- dict "servers" (dict $root.Values.serverName $instances) | toPrettyJson }}
 {{- end }}
