@@ -37,6 +37,7 @@ PROPERTY_DEFAULTS: dict[str, tuple[type, Any]] = {
     "MaxScriptBytes": (int, 0),
     "WorkerMemoryMB": (int, 0),  # a worker's address space
     "WorkerCpuSeconds": (int, 0),
+    "MaxResultBytes": (int, 0),  # a call's result or an event payload, as JSON
     # What scripts see of the environment: names, PREFIX*, NAME=VALUE (INTERFACE v2).
     "WorkerEnvironment": (list, list(DEFAULT_WORKER_ENVIRONMENT)),
 }
@@ -88,7 +89,11 @@ def config_from_properties(props: Mapping[str, Any]) -> ServiceConfig:
             worker_environment=tuple(_strings(get("WorkerEnvironment"))),
             max_live=int(get("MaxLive")),
             max_script_bytes=int(get("MaxScriptBytes")),
-            worker_limits=WorkerLimits(int(get("WorkerMemoryMB")), int(get("WorkerCpuSeconds"))),
+            worker_limits=WorkerLimits(
+                int(get("WorkerMemoryMB")),
+                int(get("WorkerCpuSeconds")),
+                int(get("MaxResultBytes")),
+            ),
         )
     except ValueError as exc:
         # ServiceConfig names the field in snake_case; say which property that is.

@@ -299,7 +299,10 @@ class InterpreterLauncher:
         # `python -m` would put the server's working directory first on sys.path.
         env["PYTHONSAFEPATH"] = "1"
         if self._limits is not None and self._limits.any:
-            env[worker_module.LIMITS_ENV] = f"{self._limits.memory_mb},{self._limits.cpu_seconds}"
+            lim = self._limits
+            env[worker_module.LIMITS_ENV] = (
+                f"{lim.memory_mb},{lim.cpu_seconds},{lim.max_result_bytes}"
+            )
         placement = self._containment.place() if self._containment is not None else None
         if placement is not None:
             env.update(placement.environment())

@@ -1,4 +1,5 @@
-"""Resource limits of a worker process (INTERFACE v2 `WorkerMemoryMB`, `WorkerCpuSeconds`).
+"""Resource limits of a worker process (INTERFACE v2 `WorkerMemoryMB`, `WorkerCpuSeconds`,
+`MaxResultBytes`).
 
 Applied by the worker itself before it loads a script, with `setrlimit`: the address space
 (an allocation beyond it raises MemoryError in the script) and the CPU time (at the limit the
@@ -19,20 +20,26 @@ class CpuTimeExceeded(BaseException):
     script's `except Exception` must not swallow it."""
 
 
+class ResultTooLarge(BaseException):
+    """A call's result or an event's payload is larger than MaxResultBytes (as JSON). Not an
+    Exception: it fails the call even in a script that catches `Exception`."""
+
+
 @dataclass(frozen=True)
 class WorkerLimits:
-    """0 = no limit."""
+    """0 = no limit. `max_result_bytes` bounds a result or event payload, as JSON."""
 
     memory_mb: int = 0
     cpu_seconds: int = 0
+    max_result_bytes: int = 0
 
     def __post_init__(self) -> None:
-        if self.memory_mb < 0 or self.cpu_seconds < 0:
+        if min(self.memory_mb, self.cpu_seconds, self.max_result_bytes) < 0:
             raise ValueError(f"worker limits must be >= 0 (0 = none), got {self}")
 
     @property
     def any(self) -> bool:
-        return bool(self.memory_mb or self.cpu_seconds)
+        return bool(self.memory_mb or self.cpu_seconds or self.max_result_bytes)
 
     def apply(self) -> None:
         """Limit this process (the worker); a limit the system caps lower stays as it is."""

@@ -35,7 +35,7 @@ from tango_oet import scripting
 from tango_oet.execution import cgroups, procfs
 from tango_oet.execution import messages as m
 from tango_oet.execution.environment import worker_environment
-from tango_oet.execution.limits import WorkerLimits
+from tango_oet.execution.limits import ResultTooLarge, WorkerLimits
 
 #: How an InterpreterLauncher hands WorkerLimits to `python -m ...worker` ("MB,seconds").
 LIMITS_ENV = "OET_WORKER_LIMITS"
@@ -64,12 +64,25 @@ _exiting = False
 _exit_lock = threading.Lock()
 
 
-def json_safe(value: Any) -> Any:
-    """Return `value` as plain JSON data; objects JSON cannot hold become their repr."""
+#: MaxResultBytes of this worker (0: none), from its WorkerLimits.
+_max_result_bytes = 0
+
+
+def json_safe(value: Any, limit: int = 0) -> Any:
+    """Return `value` as plain JSON data; objects JSON cannot hold become their repr.
+
+    With `limit`, ResultTooLarge if the JSON text is longer than `limit` bytes.
+    """
     try:
-        return json.loads(json.dumps(value, default=repr, allow_nan=False))
+        text = json.dumps(value, default=repr, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        return repr(value)
+        text = json.dumps(repr(value))
+    if limit and len(text) > limit and len(text.encode("utf-8", "replace")) > limit:
+        raise ResultTooLarge(
+            f"{len(text.encode('utf-8', 'replace'))} bytes as JSON, more than "
+            f"MaxResultBytes={limit}"
+        )
+    return json.loads(text)
 
 
 def public_functions(module: types.ModuleType) -> dict[str, types.FunctionType]:
@@ -260,7 +273,7 @@ class ScriptWorker:
 
     # ---- scripting.Runtime -----------------------------------------------------------------
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
-        safe = json_safe(payload)
+        safe = json_safe(payload, _max_result_bytes)
         self.channel.send(
             m.UserEvent,
             topic,
@@ -444,7 +457,8 @@ class ScriptWorker:
                 )
             result = fn(*call.args, **call.kwargs)
             self._flush_output(final=is_main)  # main is the last call: no line left behind
-            self.channel.send(m.CallReturned, call.call_id, call.function, json_safe(result))
+            reply = json_safe(result, _max_result_bytes)
+            self.channel.send(m.CallReturned, call.call_id, call.function, reply)
             return True, is_main
         except BaseException as exc:
             self._report(f"call {call.function}", exc)
@@ -595,7 +609,9 @@ def worker_main(
     `environment`: the WorkerEnvironment allow-list; the script sees only those variables
     (None: the environment as inherited, which the `python -m` launcher has filtered already).
     """
-    global _exiting
+    global _exiting, _max_result_bytes
+    if limits is not None:
+        _max_result_bytes = limits.max_result_bytes
     if environment is not None:
         # The forkserver holds the server's whole environment: only the allowed part stays.
         allowed = worker_environment(os.environ, environment)
@@ -644,8 +660,8 @@ def _main_from_fd() -> None:
     os.environ.pop(CGROUP_ENV, None)  # the script's children need the marker, not this
     limits = None
     if raw := os.environ.pop(LIMITS_ENV, ""):
-        memory_mb, cpu_seconds = (int(x) for x in raw.split(","))
-        limits = WorkerLimits(memory_mb, cpu_seconds)
+        memory_mb, cpu_seconds, result_bytes = (int(x) for x in raw.split(","))
+        limits = WorkerLimits(memory_mb, cpu_seconds, result_bytes)
     worker_main(Connection(fd), containment, limits=limits)
 
 

@@ -71,3 +71,29 @@ def test_a_script_larger_than_max_script_bytes_is_refused_naming_the_limit(
     assert engine.service.list() == []
     pid = engine.prepare_source(QUICK)
     assert engine.wait_state(pid, S.READY).id == pid
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def main():\n    return 'x' * 5000\n",
+        "from tango_oet.scripting import publish\n\n"
+        "def main():\n    try:\n        publish('big', blob='x' * 5000)\n"
+        "    except Exception:\n        return 'swallowed'\n",
+    ],
+    ids=["result", "event payload"],
+)
+def test_a_result_or_event_larger_than_max_result_bytes_fails_the_call(
+    make_engine: Callable[..., Engine], source: str
+) -> None:
+    engine = _engine(make_engine, WorkerLimits(max_result_bytes=1000))
+    pid = engine.prepare_source(source)
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    summary = engine.wait_state(pid, S.FAILED, timeout=30)
+    assert summary.error is not None and summary.error.type == "ResultTooLarge", summary.error
+    assert "MaxResultBytes=1000" in summary.error.message
+    small = engine.prepare_source("def main():\n    return 'x' * 500\n")
+    engine.wait_state(small, S.READY)
+    engine.start(small)
+    assert engine.wait_state(small, S.COMPLETE).calls[-1].result == "x" * 500
