@@ -93,15 +93,23 @@ def _load_object(text: str, what: str) -> dict[str, Any]:
         raise InvalidRequest(what, f"nests deeper than {MAX_NESTING} levels") from None
     if not isinstance(obj, dict):
         raise InvalidRequest(what, f"must be a JSON object, got {type(obj).__name__}")
-    if _SURROGATE_ESCAPE.search(text) or find_surrogate(text) is not None:
-        _check_text(obj)  # only then can a string hold a lone surrogate
+    if (
+        _SURROGATE_ESCAPE.search(text)
+        or find_surrogate(text) is not None
+        or _NUL_ESCAPE.search(text)
+    ):
+        _check_text(obj)  # only then can a string hold a lone surrogate or a NUL
     return obj
 
 
-def _check_text(obj: dict[str, Any]) -> None:
-    """Refuse a lone surrogate (a JSON escape such as "\\udcff") in any key or string.
+_NUL_ESCAPE = re.compile(r"\\u0000", re.IGNORECASE)
 
-    UTF-8 cannot carry one: it could be neither stored nor sent back to a client.
+
+def _check_text(obj: dict[str, Any]) -> None:
+    """Refuse a lone surrogate (a JSON escape such as "\\udcff") or a NUL in any key or string.
+
+    UTF-8 cannot carry a lone surrogate: it could be neither stored nor sent back to a client.
+    A NUL ends a C string: a path, a Tango string or a process argument would be cut at it.
     """
     stack: list[tuple[object, str]] = [(obj, "")]
     while stack:
@@ -111,6 +119,8 @@ def _check_text(obj: dict[str, Any]) -> None:
             if at is not None:
                 problem = f"holds a lone surrogate (U+{ord(item[at]):04X}), which is not text"
                 raise InvalidRequest(path or "request", problem)
+            if "\x00" in item:
+                raise InvalidRequest(path or "request", "holds a NUL character (U+0000)")
         elif isinstance(item, dict):
             for key, value in item.items():
                 child = f"{path}.{key}" if path else str(key)
