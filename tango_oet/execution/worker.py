@@ -416,12 +416,16 @@ class ScriptWorker:
             module = types.ModuleType(f"oet_script_{load.procedure_id}")
             if load.path is not None:
                 module.__file__ = load.path
+            if load.source is not None:
+                # The text the server read from the file it checked (or an embedded script).
+                source = load.source
+                filename = load.path or f"<embedded:{load.name}>"
+            elif load.path is not None:
                 with open(load.path, encoding="utf-8") as f:
                     source = f.read()
                 filename = load.path
             else:
-                source = load.source or ""
-                filename = f"<embedded:{load.name}>"
+                source, filename = "", f"<embedded:{load.name}>"
             sys.modules[module.__name__] = module
             exec(compile(source, filename, "exec"), module.__dict__)
             self._module = module

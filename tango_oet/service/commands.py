@@ -24,6 +24,7 @@ class Command:
 @dataclass(eq=False)
 class Commit(Command):
     admission: Admission
+    source: str | None = None  # a file:// script's text, read from the very file checked
 
 
 @dataclass(eq=False)

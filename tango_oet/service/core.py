@@ -160,8 +160,8 @@ class EngineCore:
                 return list(self.output)
             case c.Flush():
                 return None
-            case c.Commit(admission=admission):
-                return self._commit(admission)
+            case c.Commit(admission=admission, source=source):
+                return self._commit(admission, source)
             case c.Start(request=request):
                 return self._start(request)
             case c.Stop(request=request, abort_id=abort_id):
@@ -188,7 +188,7 @@ class EngineCore:
         except KeyError:
             raise UnknownProcedure(procedure_id) from None
 
-    def _commit(self, admission: Admission) -> int:
+    def _commit(self, admission: Admission, source: str | None = None) -> int:
         self._check_open()
         problem = self._pool.health()
         if problem is not None and "died" in problem:
@@ -204,6 +204,7 @@ class EngineCore:
                     f"cannot prepare: {live} procedure(s) already hold a process (MaxLive={limit})"
                 )
         proc = Procedure(id=admission.procedure_id, script=request.script, init=request.init)
+        proc.checked_source = source
         self.procedures[proc.id] = proc
         self._emit(ProcedureAdded(proc.summary()))
         self._prune()
@@ -462,7 +463,9 @@ class EngineCore:
         self._apply(proc, Trigger.WORKER_ATTACHED)
         script = proc.script
         path = script.path if isinstance(script, FilesystemScript) else load.get("path")
-        source = script.source if isinstance(script, EmbeddedScript) else None
+        # A file:// script runs as the text read from the very file that was checked (the
+        # path alone could be re-pointed by a symlink between the check and the worker's open).
+        source = script.source if isinstance(script, EmbeddedScript) else proc.checked_source
         sys_path = load.get("sys_path", (os.path.dirname(path),) if path else ())
         try:
             self._supervisor.send(

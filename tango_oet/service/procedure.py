@@ -45,6 +45,7 @@ class Procedure:
     launch_ticket: int | None = None  # a pool launch on its way to this procedure
     cancel: threading.Event = field(default_factory=threading.Event)
     leases: list[Any] = field(default_factory=list)  # clones/environments held while in use
+    checked_source: str | None = None  # a file:// script's text, read when it was checked
 
     def __post_init__(self) -> None:
         self.history.append((self.state, utc_now()))

@@ -15,6 +15,7 @@ import concurrent.futures
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -344,9 +345,10 @@ class ScriptExecutionService:
         if not admission.spend():
             raise InvalidRequest("admission", "was already committed or abandoned")
         self._check_accepting()
+        source = None
         if isinstance(admission.request.script, FilesystemScript):
-            self._check_file(admission.request.script)  # it may have gone since
-        result: int = self._call(c.Commit(admission))
+            source = self._read_checked(admission.request.script)  # it may have changed since
+        result: int = self._call(c.Commit(admission, source))
         return result
 
     def abandon(self, admission: Admission) -> None:
@@ -438,6 +440,35 @@ class ScriptExecutionService:
             raise InvalidRequest(
                 "script", f"{name} has {size} bytes, more than MaxScriptBytes={limit}"
             )
+
+    def _read_checked(self, script: FilesystemScript) -> str:
+        """The text of the file `script` names, checked on the open file itself.
+
+        The file is opened first; the location checked against ScriptRoots is where that open
+        descriptor really points (symlinks resolved by the kernel), and the text comes from it.
+        """
+        try:
+            fd = os.open(script.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            raise InvalidRequest("script", f"cannot open {script.path}: {exc.strerror}") from None
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            roots = [Path(os.path.realpath(r)) for r in self.config.script_roots]
+            check_file_allowed(script.path, real, roots)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidRequest("script", f"not a regular file: {script.path}")
+            self._check_size(script.path, st.st_size)
+            limit = self.config.max_script_bytes
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(limit + 1) if limit else f.read()
+            self._check_size(script.path, len(data))  # it may have grown since the fstat
+        finally:
+            os.close(fd)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest("script", f"{script.path} is not UTF-8 text: {exc}") from None
 
     def _check_file(self, script: FilesystemScript) -> None:
         path = Path(os.path.realpath(script.path))
