@@ -23,7 +23,12 @@ from tango_oet.execution import worker as worker_module
 from tango_oet.execution.containment import Containment, Placement
 from tango_oet.execution.environment import worker_environment
 from tango_oet.execution.limits import WorkerLimits
-from tango_oet.execution.messages import ParentMessage, WorkerMessage, WorkerReady
+from tango_oet.execution.messages import (
+    ParentMessage,
+    WorkerMessage,
+    WorkerReady,
+    decode_worker,
+)
 
 HANDSHAKE_TIMEOUT_S = 30.0
 
@@ -186,7 +191,7 @@ class WorkerProcess:
         if not self.conn.poll(timeout):
             raise WorkerStartError(f"worker {self.pid} did not report ready within {timeout} s")
         try:
-            msg: WorkerMessage = self.conn.recv()
+            msg: WorkerMessage = decode_worker(self.conn.recv_bytes())
         except (EOFError, OSError) as exc:
             raise WorkerStartError(f"worker {self.pid} died during start-up: {exc!r}") from exc
         if not isinstance(msg, WorkerReady):
@@ -301,7 +306,7 @@ class InterpreterLauncher:
         if self._limits is not None and self._limits.any:
             lim = self._limits
             env[worker_module.LIMITS_ENV] = (
-                f"{lim.memory_mb},{lim.cpu_seconds},{lim.max_result_bytes}"
+                f"{lim.memory_mb},{lim.cpu_seconds},{lim.max_result_bytes},{lim.user}"
             )
         placement = self._containment.place() if self._containment is not None else None
         if placement is not None:

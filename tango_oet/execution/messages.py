@@ -2,11 +2,17 @@
 
 Only the standard library is imported: this module is loaded by workers running under an
 environment's own interpreter, where nothing but `tango_oet` itself is guaranteed.
+
+Worker to server, a message travels as JSON (`encode_worker`, `decode_worker`), never as a
+pickle: the worker runs user code, and unpickling what it sends would let that code run inside
+the server. The server parses the frame and accepts only the message types below with exactly
+their fields. Server to worker stays a pickle (the server is trusted by the worker).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -148,3 +154,61 @@ WorkerMessage = (
     | PauseReached
     | ResumedRunning
 )
+
+
+_WORKER_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        WorkerReady,
+        LoadStarted,
+        InitStarted,
+        Loaded,
+        CallReturned,
+        ScriptFailed,
+        UserEvent,
+        OutputLines,
+        ProgressReport,
+        PauseReached,
+        ResumedRunning,
+    )
+}
+
+
+class BadWorkerMessage(ValueError):
+    """A frame from a worker that is not one of its messages: the worker is broken."""
+
+
+def encode_worker(msg: WorkerMessage) -> bytes:
+    """One worker message as JSON bytes (fields by name, plus its type)."""
+    body: dict[str, Any] = {"type": type(msg).__name__}
+    for f in fields(msg):
+        body[f.name] = getattr(msg, f.name)
+    return json.dumps(body, separators=(",", ":"), default=repr).encode("ascii")
+
+
+def decode_worker(raw: bytes | bytearray | memoryview) -> WorkerMessage:
+    """Parse one frame from a worker; BadWorkerMessage naming what is wrong."""
+    try:
+        obj = json.loads(bytes(raw))
+    except (ValueError, RecursionError) as exc:
+        raise BadWorkerMessage(f"not a JSON message: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadWorkerMessage(f"not a JSON object: {type(obj).__name__}")
+    kind = obj.pop("type", None)
+    cls = _WORKER_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise BadWorkerMessage(f"unknown message type {kind!r}")
+    names = {f.name: f for f in fields(cls)}
+    unknown = set(obj) - set(names)
+    missing = [n for n in names if n not in obj]
+    if unknown or missing:
+        raise BadWorkerMessage(
+            f"{cls.__name__}: unknown fields {sorted(unknown)}, missing {missing}"
+        )
+    if not isinstance(obj["seq"], int) or isinstance(obj["seq"], bool):
+        raise BadWorkerMessage(f"{cls.__name__}: seq must be an integer, got {obj['seq']!r}")
+    for name, f in names.items():
+        if str(f.type).startswith("tuple") and isinstance(obj[name], list):
+            obj[name] = tuple(obj[name])
+    msg: WorkerMessage = cls(**obj)
+    return msg

@@ -1,19 +1,22 @@
-"""A worker's pipe seen from the engine loop: framed pickles in and out, never blocking.
+"""A worker's pipe seen from the engine loop: framed messages in and out, never blocking.
 
-The wire format is multiprocessing's own (a big-endian 4-byte length, or -1 and an 8-byte
-length, then a pickle), so the worker keeps using a plain `Connection`. The parent's end is
-switched to non-blocking: a frame the socket cannot take now waits in a buffer until the
-socket is writable (a worker busy in user code may not read for a long time), and reads
-gather whole frames from whatever has arrived, so neither direction can stall the loop.
+The framing is multiprocessing's own (a big-endian 4-byte length, or -1 and an 8-byte length,
+then the body), so the worker keeps using a plain `Connection`. Bodies to the worker are
+pickles; bodies from it are JSON that `messages.decode_worker` parses (never unpickled).
+The parent's end is switched to non-blocking: a frame the socket cannot take now waits in a
+buffer until the socket is writable (a worker busy in user code may not read for a long
+time), and reads gather whole frames from whatever has arrived, so neither direction can
+stall the loop.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import struct
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
+
+from tango_oet.execution.messages import BadWorkerMessage, decode_worker
 
 READ_CHUNK = 1 << 16
 READ_BUDGET = 1 << 18  # bytes per receive(): one chatty worker cannot starve the others
@@ -22,7 +25,7 @@ _LONG = struct.Struct("!Q")
 
 
 class ProtocolError(Exception):
-    """The worker sent bytes that are not a frame of a picklable message."""
+    """The worker sent bytes that are not a frame of one of its messages."""
 
 
 def encode(message: object) -> bytes:
@@ -113,9 +116,9 @@ class WorkerPipe:
                     break
                 start = pos + head
                 try:
-                    messages.append(pickle.loads(view[start : start + n]))
-                except Exception as exc:
-                    raise ProtocolError(f"undecodable message: {exc!r}") from exc
+                    messages.append(decode_worker(view[start : start + n]))
+                except BadWorkerMessage as exc:
+                    raise ProtocolError(f"undecodable message: {exc}") from exc
                 pos = start + n
         finally:
             view.release()

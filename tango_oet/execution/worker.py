@@ -155,7 +155,7 @@ class Channel:
         if self.broken:
             return
         try:
-            self._conn.send(msg)
+            self._conn.send_bytes(m.encode_worker(msg))  # JSON: the server never unpickles
         except (OSError, ValueError):
             # The parent is gone; the receiver thread notices EOF and ends the worker.
             self.broken = True
@@ -510,7 +510,10 @@ def _warm_up() -> None:
         m.InitStarted(0),
     )
     for sample in samples:
-        pickle.loads(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
+        if isinstance(sample, m.LoadScript | m.CallFunction):
+            pickle.loads(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
+        else:
+            m.encode_worker(sample)
     logging.Formatter("%(levelname)s %(name)s: %(message)s").format(
         logging.LogRecord("x", logging.INFO, "x", 1, "x", None, None)
     )
@@ -625,6 +628,7 @@ def worker_main(
     _contain(containment)
     if limits is not None and limits.any:
         limits.apply()  # before any script code: it cannot raise them again (hard limits)
+        limits.become_user()  # last: entering the cgroup and the limits needed root
     # Own process group: the supervisor's SIGKILL reaches whatever the script started too.
     try:
         os.setsid()
@@ -664,8 +668,8 @@ def _main_from_fd() -> None:
     os.environ.pop(CGROUP_ENV, None)  # the script's children need the marker, not this
     limits = None
     if raw := os.environ.pop(LIMITS_ENV, ""):
-        memory_mb, cpu_seconds, result_bytes = (int(x) for x in raw.split(","))
-        limits = WorkerLimits(memory_mb, cpu_seconds, result_bytes)
+        memory_mb, cpu_seconds, result_bytes, user = raw.split(",", 3)
+        limits = WorkerLimits(int(memory_mb), int(cpu_seconds), int(result_bytes), user)
     worker_main(Connection(fd), containment, limits=limits)
 
 

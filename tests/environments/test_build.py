@@ -132,7 +132,7 @@ def test_worker_runs_under_the_environment(
     theirs.close()
     conn = Connection(ours.detach())
     try:
-        ready = conn.recv() if conn.poll(30) else None
+        ready = m.decode_worker(conn.recv_bytes()) if conn.poll(30) else None
         assert isinstance(ready, m.WorkerReady)
         assert Path(ready.python) == env.python
         conn.send(
@@ -141,7 +141,7 @@ def test_worker_runs_under_the_environment(
         conn.send(m.CallFunction(2, 1, "main"))
         result = None
         while conn.poll(30):
-            msg = conn.recv()
+            msg = m.decode_worker(conn.recv_bytes())
             assert not isinstance(msg, m.ScriptFailed), msg
             if isinstance(msg, m.CallReturned):
                 result = msg.result
@@ -294,6 +294,7 @@ import json, sys, threading
 from pathlib import Path
 from tango_oet.domain.scripts import GitRef, GitScript
 from tango_oet.environments import EnvironmentManager
+from tango_oet.execution.messages import decode_worker
 
 args = json.loads(sys.argv[1])
 manager = EnvironmentManager(Path(args["data_dir"]), find_links=[args["wheels"]], no_index=True)

@@ -28,6 +28,7 @@ from tango_oet.execution import messages as m
 from tango_oet.execution import procfs
 from tango_oet.execution.containment import Containment
 from tango_oet.execution.launcher import ContextLauncher, InterpreterLauncher, WorkerProcess
+from tango_oet.execution.messages import decode_worker
 from tango_oet.execution.procfs import ProcessId
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +122,7 @@ CRASH_DRIVER = textwrap.dedent("""
                     source=pathlib.Path(script).read_text())
         worker.send(m.CallFunction, call_id=0, function="spawn")
         while True:
-            msg = worker.conn.recv()
+            msg = m.decode_worker(worker.conn.recv_bytes())
             if isinstance(msg, m.ScriptFailed):
                 raise SystemExit(msg.traceback)
             if isinstance(msg, m.CallReturned):
@@ -202,7 +203,7 @@ def receive_until(worker: WorkerProcess, kind: type) -> Any:
     seen: list[object] = []
     while True:
         assert worker.conn.poll(15), f"no {kind.__name__} after {seen!r}"
-        msg = worker.conn.recv()
+        msg = decode_worker(worker.conn.recv_bytes())
         seen.append(msg)
         if isinstance(msg, m.ScriptFailed):
             raise AssertionError(msg.traceback)

@@ -8,6 +8,7 @@ import pytest
 
 from tango_oet.execution import messages as m
 from tango_oet.execution.launcher import ContextLauncher, WorkerProcess
+from tango_oet.execution.messages import decode_worker
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def receive_until(worker: WorkerProcess, kind: type) -> list[object]:
     got: list[object] = []
     while True:
         assert worker.conn.poll(10), f"no {kind.__name__} after {got!r}"
-        msg = worker.conn.recv()
+        msg = decode_worker(worker.conn.recv_bytes())
         got.append(msg)
         if isinstance(msg, kind):
             return got
