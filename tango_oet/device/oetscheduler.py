@@ -168,6 +168,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
     WorkerMemoryMB = _prop("WorkerMemoryMB", int, "A worker's address space limit (0 = none)")
     WorkerCpuSeconds = _prop("WorkerCpuSeconds", int, "A worker's CPU time limit (0 = none)")
     MaxResultBytes = _prop("MaxResultBytes", int, "Largest result/event payload, JSON (0 = any)")
+    WorkerUser = _prop("WorkerUser", str, "Account scripts run as, when the server is root")
     WorkerEnvironment = _prop(
         "WorkerEnvironment", (str,), "Environment scripts see: NAME, PREFIX* or NAME=VALUE"
     )

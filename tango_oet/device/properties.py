@@ -38,6 +38,7 @@ PROPERTY_DEFAULTS: dict[str, tuple[type, Any]] = {
     "WorkerMemoryMB": (int, 0),  # a worker's address space
     "WorkerCpuSeconds": (int, 0),
     "MaxResultBytes": (int, 0),  # a call's result or an event payload, as JSON
+    "WorkerUser": (str, ""),  # account scripts run as when the server runs as root
     # What scripts see of the environment: names, PREFIX*, NAME=VALUE (INTERFACE v2).
     "WorkerEnvironment": (list, list(DEFAULT_WORKER_ENVIRONMENT)),
 }
@@ -93,6 +94,7 @@ def config_from_properties(props: Mapping[str, Any]) -> ServiceConfig:
                 int(get("WorkerMemoryMB")),
                 int(get("WorkerCpuSeconds")),
                 int(get("MaxResultBytes")),
+                str(get("WorkerUser")).strip(),
             ),
         )
     except ValueError as exc:

@@ -9,6 +9,8 @@ library only: the worker imports it.
 
 from __future__ import annotations
 
+import os
+import pwd
 import resource
 import signal
 import types
@@ -27,19 +29,39 @@ class ResultTooLarge(BaseException):
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """0 = no limit. `max_result_bytes` bounds a result or event payload, as JSON."""
+    """0 = no limit. `max_result_bytes` bounds a result or event payload, as JSON. `user`: the
+    account scripts run as (WorkerUser), taken on only by a worker started as root."""
 
     memory_mb: int = 0
     cpu_seconds: int = 0
     max_result_bytes: int = 0
+    user: str = ""
 
     def __post_init__(self) -> None:
         if min(self.memory_mb, self.cpu_seconds, self.max_result_bytes) < 0:
             raise ValueError(f"worker limits must be >= 0 (0 = none), got {self}")
+        if self.user:
+            try:
+                pwd.getpwnam(self.user)
+            except KeyError:
+                raise ValueError(f"WorkerUser {self.user!r}: no such account") from None
 
     @property
     def any(self) -> bool:
-        return bool(self.memory_mb or self.cpu_seconds or self.max_result_bytes)
+        return bool(self.memory_mb or self.cpu_seconds or self.max_result_bytes or self.user)
+
+    def become_user(self) -> None:
+        """Run as `user` from now on (groups, gid, uid, HOME); only as root, else a no-op.
+
+        Irrevocable: a script cannot take root back. Raises KeyError for an unknown account.
+        """
+        if not self.user or os.geteuid() != 0:
+            return
+        account = pwd.getpwnam(self.user)
+        os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
+        os.setgid(account.pw_gid)
+        os.setuid(account.pw_uid)
+        os.environ["HOME"] = account.pw_dir
 
     def apply(self) -> None:
         """Limit this process (the worker); a limit the system caps lower stays as it is."""

@@ -99,6 +99,12 @@ class ScriptExecutionService:
         self._next_id = 1  # without a store (engine tests): ids of this run only
         self._store: Store | None = None
         self._containment: Containment | None = None
+        if self.config.worker_limits.user and os.geteuid() != 0:
+            log.warning(
+                "WorkerUser %r is ignored: the server does not run as root, so its workers "
+                "run as its own account",
+                self.config.worker_limits.user,
+            )
         if self.config.instance_name:
             self._store, self._containment = _durable_parts(self.config, self._store_health)
         try:

@@ -3,6 +3,8 @@ memory and CPU time, procedures holding a process (MaxLive) and script size (Max
 
 from __future__ import annotations
 
+import os
+import pwd
 from collections.abc import Callable
 
 import pytest
@@ -97,3 +99,18 @@ def test_a_result_or_event_larger_than_max_result_bytes_fails_the_call(
     engine.wait_state(small, S.READY)
     engine.start(small)
     assert engine.wait_state(small, S.COMPLETE).calls[-1].result == "x" * 500
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root server can run workers as another user")
+def test_worker_user_runs_scripts_as_that_account(make_engine: Callable[..., Engine]) -> None:
+    nobody = pwd.getpwnam("nobody")
+    engine = _engine(make_engine, WorkerLimits(user="nobody"))
+    pid = engine.prepare_source("import os\n\ndef main():\n    return [os.getuid(), os.getgid()]\n")
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    assert engine.wait_state(pid, S.COMPLETE).calls[-1].result == [nobody.pw_uid, nobody.pw_gid]
+
+
+def test_an_unknown_worker_user_is_refused_naming_it() -> None:
+    with pytest.raises(ValueError, match="WorkerUser 'no-such-user-here': no such account"):
+        WorkerLimits(user="no-such-user-here")
