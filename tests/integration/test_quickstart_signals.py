@@ -1,0 +1,110 @@
+"""A real `tango-oet up` whose stdout pipe was closed (`./dev up 2>&1 | tee up.log`, then
+Ctrl-C, which ends `tee` too) stops everything it started on SIGINT, SIGTERM and SIGHUP: the
+database, the server, its forkserver and a running procedure's worker (issue 13)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import tango
+
+from tango_oet.device.registration import probe
+from tests.integration.conftest import REPO
+from tests.integration.processes import free_port
+from tests.integration.test_quickstart import devices_file
+
+pytestmark = [pytest.mark.integration, pytest.mark.tango]
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("tango-oet")
+WAIT_FILE = REPO / "resources" / "scripts" / "tests" / "dev_wait_file.py"
+
+
+def _wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
+    """Poll another process's state until `check` returns something true; raise with the last."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)  # polling processes we cannot block on
+    raise AssertionError(f"{what} not within {timeout} s (last: {last!r})")
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[psutil.Process]]:
+    """Processes to kill at the end whatever happened: nothing is left behind by a failure."""
+    procs: list[psutil.Process] = []
+    yield procs
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=10)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
+def test_up_with_a_closed_stdout_stops_everything_on_a_signal(
+    tmp_path: Path, sig: signal.Signals, reaper: list[psutil.Process]
+) -> None:
+    port = free_port()
+    path = devices_file(tmp_path, "sig", "test/oet/sig")
+    data_dir = tmp_path / "oet-data"
+    env = {**os.environ, "TANGO_HOST": f"127.0.0.1:{port}"}
+    # Unbuffered, as a user watching `| tee` wants it: every line reaches the pipe at once,
+    # so the first line after the pipe closed meets EPIPE (`up` also flushes each line).
+    env["PYTHONUNBUFFERED"] = "1"
+    up = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "up", "--devices", str(path), "--data-dir", str(data_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # 2>&1
+        cwd=tmp_path,
+        env=env,
+    )
+    reaper.append(psutil.Process(up.pid))
+    assert up.stdout is not None
+    trl = f"tango://127.0.0.1:{port}/test/oet/sig"
+    try:
+        _wait_for("the device ready", lambda: up.poll() is not None or probe(trl, True)[0], 90)
+        assert up.poll() is None, up.stdout.read().decode(errors="replace")
+        proxy = tango.DeviceProxy(trl)
+        request = {"script": f"file://{WAIT_FILE}", "init": {"args": [str(tmp_path / "never")]}}
+        pid = proxy.Prepare(json.dumps(request))
+        proxy.Start(json.dumps({"id": pid, "function": "main", "force": True}))
+
+        def worker() -> int | None:
+            summary = json.loads(proxy.Describe(pid))
+            running = summary["state"] == "RUNNING"
+            return int(summary["pid"]) if running and summary.get("pid") else None
+
+        worker_pid = _wait_for("the procedure RUNNING in a worker", worker, 60)
+        tree = _tree(up.pid)
+        reaper.extend(tree)
+        assert worker_pid in {p.pid for p in tree}, [p.pid for p in tree]
+        assert len(tree) >= 5, tree  # up, database, server, forkserver, worker
+    finally:
+        up.stdout.close()  # the reader of the pipe is gone (`tee` ended with Ctrl-C)
+
+    up.send_signal(sig)
+    up.wait(timeout=60)
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+    log = (data_dir / "logs" / "up.log").read_text()
+    assert "stopping OETScheduler/sig" in log and "stopped" in log, log
+    assert up.returncode == 0, log
