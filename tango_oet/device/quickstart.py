@@ -9,7 +9,9 @@
    is the project's example scripts if it is not set, plus every `--scripts DIR`; `--allow-git
    PATTERN` adds to GitAllowList and `--allow-embedded` sets AllowEmbedded. It prints what each
    device allows.
-3. Start `OETScheduler <instance>` for every server instance, wait until each device answers.
+3. Start `OETScheduler <instance>` for every server instance, wait until each device answers,
+   and write a copy of the Taranta dashboard whose defaults work here (<data-dir>/
+   oet-scheduler.wj: the example script's real path, the next procedure ids).
 4. On Ctrl-C, SIGTERM or SIGHUP (the terminal closing) stop what it started, by PID: the
    servers (which stop their procedures), then the database, then whatever of their process
    trees is still alive (forkserver, workers). Nothing it started outlives it, whatever its
@@ -21,7 +23,9 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
+import json
 import os
 import re
 import shutil
@@ -154,6 +158,111 @@ def example_scripts() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def shipped_dashboard() -> Path | None:
+    """The project's Taranta dashboard (resources/dashboards), if this is a source checkout."""
+    scripts = example_scripts()
+    candidate = scripts.parent / "dashboards" / DASHBOARD if scripts is not None else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+DASHBOARD = "oet-scheduler.wj"
+DASHBOARD_DEVICE = "oet/scheduler/1"  # the device the shipped dashboard is bound to
+_PROCEDURE_N = re.compile(r"procedure \d+")
+
+
+def localise_dashboard(
+    dashboard: dict[str, Any], device: str, script: Path, first_id: int
+) -> dict[str, Any]:
+    """A copy of the shipped dashboard whose defaults work on this quick start.
+
+    The shipped one is the container image's: Prepare runs /usr/share/tango-oet/scripts/…
+    and the other commands and the Timeline name procedures 1-3. Taranta's presets are fixed
+    text (no expression can name "the newest procedure", nor does the device take one), so
+    the copy names what is known when `up` starts: `script` (the example as ScriptRoots
+    holds it), the device, and `first_id`, the id the next Prepare gets (its lanes that one
+    and the next two).
+    """
+    result = copy.deepcopy(dashboard)
+    result["name"] = str(result["name"]).replace(DASHBOARD_DEVICE, device)
+    for widget in _widgets(result["widget"]):
+        _rebind(widget["inputs"], device)
+        inputs = widget["inputs"]
+        if widget["type"] == "LABEL":
+            inputs["text"] = str(inputs["text"]).replace(DASHBOARD_DEVICE, device)
+        elif widget["type"] == "COMMAND":
+            command = inputs["command"]["command"]
+            for preset in inputs["commandArgs"]:
+                preset["name"] = _PROCEDURE_N.sub(f"procedure {first_id}", preset["name"])
+                if command == "Prepare":
+                    request = json.loads(preset["value"])
+                    if str(request.get("script", "")).startswith("file://"):
+                        request["script"] = script.as_uri()
+                        preset["value"] = json.dumps(request)
+                elif command in ("Start", "Stop"):
+                    request = json.loads(preset["value"])
+                    request["id"] = first_id
+                    preset["value"] = json.dumps(request)
+                elif command in ("Pause", "Resume", "Describe"):
+                    preset["value"] = str(first_id)
+        elif widget["type"] == "TIMELINE":
+            for offset, lane in enumerate(inputs["attributes"]):
+                lane["attribute"]["attribute"] = f"procedure{first_id + offset}state"
+                lane["attribute"]["label"] = f"procedure {first_id + offset}"
+    return result
+
+
+def _widgets(widgets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for widget in widgets:
+        found.append(widget)
+        found.extend(_widgets(widget.get("innerWidgets", [])))
+    return found
+
+
+def _rebind(node: Any, device: str) -> None:
+    """Every `"device": "oet/scheduler/1"` below `node` names `device` instead."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "device" and value == DASHBOARD_DEVICE:
+                node[key] = device
+            else:
+                _rebind(value, device)
+    elif isinstance(node, list):
+        for item in node:
+            _rebind(item, device)
+
+
+def write_dashboard(tango_host: str, device: str, data_dir: Path, out: Printer) -> Path | None:
+    """Write <data_dir>/oet-scheduler.wj for the running device (best effort: a failure is
+    said and `up` goes on; the dashboard is a convenience)."""
+    shipped = shipped_dashboard()
+    if shipped is None:
+        return None
+    try:
+        proxy = tango.DeviceProxy(f"tango://{tango_host}/{device}")
+        roots = [Path(str(r)) for r in proxy.get_property("ScriptRoots")["ScriptRoots"]]
+        script = next(
+            (r / "hello_world.py" for r in roots if (r / "hello_world.py").is_file()), None
+        )
+        if script is None:
+            out(f"no dashboard written: no hello_world.py under the ScriptRoots of {device}")
+            return None
+        history = json.loads(proxy.read_attribute("procedures").value or "[]")
+        first_id = max((int(p["id"]) for p in history), default=0) + 1
+        dashboard = json.loads(shipped.read_text(encoding="utf-8"))
+        path = data_dir / DASHBOARD
+        text = json.dumps(localise_dashboard(dashboard, device, script, first_id), indent=2)
+        path.write_text(text + "\n", encoding="utf-8")
+    except (tango.DevFailed, OSError, ValueError, KeyError) as exc:
+        out(f"no dashboard written: {' '.join(str(exc).split())[:200]}")
+        return None
+    out(
+        f"Taranta dashboard for {device}: {path} (Prepare runs {script}; the other commands"
+        f" and the Timeline name procedure {first_id}, the next one prepared, and after)"
+    )
+    return path
 
 
 @dataclass(frozen=True)
@@ -467,6 +576,8 @@ def up(
             out(f"TANGO_HOST={stack.tango_host}")
             for name in stack.devices:
                 out(f"device {name}")
+            if stack.devices:
+                write_dashboard(stack.tango_host, stack.devices[0], data_dir.resolve(), out)
             out("ready; press Ctrl-C to stop")
             while not stop.wait(0.5):
                 dead = stack.dead()
