@@ -198,7 +198,7 @@ def localise_dashboard(
                 if command == "Prepare":
                     request = json.loads(preset["value"])
                     if str(request.get("script", "")).startswith("file://"):
-                        request["script"] = script.as_uri()
+                        request["script"] = f"file://{script}"  # as the client sends it
                         preset["value"] = json.dumps(request)
                 elif command in ("Start", "Stop"):
                     request = json.loads(preset["value"])

@@ -40,17 +40,48 @@ def _wait_for(what: str, check: Callable[[], object], timeout: float) -> object:
     raise AssertionError(f"{what} not within {timeout} s (last: {last!r})")
 
 
-@pytest.fixture
-def reaper() -> Iterator[list[psutil.Process]]:
-    """Processes to kill at the end whatever happened: nothing is left behind by a failure."""
-    procs: list[psutil.Process] = []
-    yield procs
-    for p in procs:
+class Reaper:
+    """Kills, at the end whatever happened, the processes of one `up`: those recorded, their
+    descendants, and any process whose environment points at its database (children of an
+    `up` that died early are reparented away from it), so a failure leaves nothing behind."""
+
+    def __init__(self, tango_host: str, data_dir: Path) -> None:
+        self.tango_host = tango_host
+        self.db_file = str(data_dir / "tango_database.db")
+        self.procs: list[psutil.Process] = []
+
+    def _ours(self, p: psutil.Process) -> bool:
         try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+            env: dict[str, str] = p.environ()
+        except (psutil.Error, OSError):
+            return False
+        return (
+            env.get("TANGO_HOST") == self.tango_host
+            or env.get("PYTANGO_DATABASE_NAME") == self.db_file
+        )
+
+    def kill_all(self) -> None:
+        found = set(self.procs)
+        for p in self.procs:
+            try:
+                found.update(p.children(recursive=True))
+            except psutil.Error:
+                pass
+        found.update(p for p in psutil.process_iter() if p.pid != os.getpid() and self._ours(p))
+        for p in found:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(list(found), timeout=10)
+
+
+@pytest.fixture
+def reaper(tmp_path: Path) -> Iterator[Reaper]:
+    port = free_port()
+    kept = Reaper(f"127.0.0.1:{port}", tmp_path / "oet-data")
+    yield kept
+    kept.kill_all()
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -60,12 +91,11 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=str)
 def test_up_with_a_closed_stdout_stops_everything_on_a_signal(
-    tmp_path: Path, sig: signal.Signals, reaper: list[psutil.Process]
+    tmp_path: Path, sig: signal.Signals, reaper: Reaper
 ) -> None:
-    port = free_port()
     path = devices_file(tmp_path, "sig", "test/oet/sig")
     data_dir = tmp_path / "oet-data"
-    env = {**os.environ, "TANGO_HOST": f"127.0.0.1:{port}"}
+    env = {**os.environ, "TANGO_HOST": reaper.tango_host}
     # Unbuffered, as a user watching `| tee` wants it: every line reaches the pipe at once,
     # so the first line after the pipe closed meets EPIPE (`up` also flushes each line).
     env["PYTHONUNBUFFERED"] = "1"
@@ -77,9 +107,9 @@ def test_up_with_a_closed_stdout_stops_everything_on_a_signal(
         cwd=tmp_path,
         env=env,
     )
-    reaper.append(psutil.Process(up.pid))
+    reaper.procs.append(psutil.Process(up.pid))
     assert up.stdout is not None
-    trl = f"tango://127.0.0.1:{port}/test/oet/sig"
+    trl = f"tango://{reaper.tango_host}/test/oet/sig"
     try:
         _wait_for("the device ready", lambda: up.poll() is not None or probe(trl, True)[0], 90)
         assert up.poll() is None, up.stdout.read().decode(errors="replace")
@@ -95,7 +125,7 @@ def test_up_with_a_closed_stdout_stops_everything_on_a_signal(
 
         worker_pid = _wait_for("the procedure RUNNING in a worker", worker, 60)
         tree = _tree(up.pid)
-        reaper.extend(tree)
+        reaper.procs.extend(tree)
         assert worker_pid in {p.pid for p in tree}, [p.pid for p in tree]
         assert len(tree) >= 5, tree  # up, database, server, forkserver, worker
     finally:
