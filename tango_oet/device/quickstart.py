@@ -50,6 +50,7 @@ from tango_oet.execution import procfs
 DEFAULT_TANGO_HOST = "127.0.0.1:10000"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0  # a server stops its procedures (stop ladder) before it exits
+LEFTOVER_GRACE_S = 2.0  # for a stopped server's forkserver to end by itself
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1"}
 
 Printer = Callable[[str], None]
@@ -377,9 +378,12 @@ class Stack:
                 _stop_process(self.database, out)
                 self.database = None
         finally:
-            # A server that had to be killed leaves its forkserver and workers behind.
+            # A server that had to be killed (or `up` cut short) leaves its forkserver and
+            # workers behind. A forkserver ends by itself once its server is gone: a moment
+            # for that (signal 0 only waits), then SIGKILL for what is left.
             left = [p for tree in trees for p in tree]
-            killed, _ = procfs.kill_verified(left, wait_s=STOP_TIMEOUT_S)
+            _, alive = procfs.kill_verified(left, wait_s=LEFTOVER_GRACE_S, sig=0)
+            killed, _ = procfs.kill_verified(alive, wait_s=STOP_TIMEOUT_S)
             if killed:
                 out(f"killed {len(killed)} process(es) left behind: {[p.pid for p in killed]}")
 
