@@ -234,6 +234,8 @@ def _fit(
         cells = [r[i] for r in rows] if cells is None else cells
         return max([len(headers[i]), *(len(c) for c in cells)])
 
+    if not rows:
+        return headers, rows
     # The least elide_middle makes of the scripts: `…/` and the file name.
     shortest = max(len(elide_middle(r[_SCRIPT], 0)) for r in rows)
     for n in range(len(_OPTIONAL) + 1):

@@ -161,6 +161,15 @@ def test_a_terminal_list_keeps_each_script_file_name_at_any_width(width: int) ->
         assert DEEP in lines[1] and DEEPER in lines[2], lines  # room enough: whole
 
 
+def test_an_empty_list_on_a_terminal_is_just_the_header() -> None:
+    tty = FakeTerminal()
+    out = Output(out=tty, err=FakeTerminal())
+    out.console = Console(file=tty, width=100, color_system=None)
+    out.summaries([])
+    header = "ID STATE SCRIPT STARTED DURATION RESULT / ERROR"
+    assert tty.getvalue().split() == header.split()
+
+
 def test_elide_middle_keeps_the_start_and_the_file_name() -> None:
     uri = "file:///usr/share/tango-oet/scripts/obs/field_a.py"
     assert elide_middle(uri, 80) == uri
