@@ -113,6 +113,9 @@ def test_up_with_a_closed_stdout_stops_everything_on_a_signal(
     try:
         _wait_for("the device ready", lambda: up.poll() is not None or probe(trl, True)[0], 90)
         assert up.poll() is None, up.stdout.read().decode(errors="replace")
+        # Its first line says where its log is (the lines are there: the device answers).
+        log = data_dir.resolve() / "logs" / "up.log"
+        assert up.stdout.readline().decode() == f"log {log} (the servers' logs are beside it)\n"
         proxy = tango.DeviceProxy(trl)
         request = {"script": f"file://{WAIT_FILE}", "init": {"args": [str(tmp_path / "never")]}}
         pid = proxy.Prepare(json.dumps(request))
@@ -135,6 +138,6 @@ def test_up_with_a_closed_stdout_stops_everything_on_a_signal(
     up.wait(timeout=60)
     _, alive = psutil.wait_procs(tree, timeout=10)
     assert not alive, [(p.pid, p.cmdline()) for p in alive]
-    log = (data_dir / "logs" / "up.log").read_text()
-    assert "stopping OETScheduler/sig" in log and "stopped" in log, log
-    assert up.returncode == 0, log
+    logged = log.read_text()
+    assert "stopping OETScheduler/sig" in logged and "stopped" in logged, logged
+    assert up.returncode == 0, logged
