@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
-from tango_oet.cli.values import format_duration, shorten
+from tango_oet.cli.values import elide_middle, format_duration, shorten
 from tango_oet.client.events import Event, OutputLine, ProgressUpdate, StateChange, StreamError
 from tango_oet.client.summary import Summary
 from tango_oet.domain.states import ProcedureState
@@ -94,16 +94,29 @@ class Output:
             self.err.flush()
 
     def table(
-        self, headers: Sequence[str], rows: Sequence[Sequence[str]], styles: Sequence[str] = ()
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        styles: Sequence[str] = (),
+        whole: Collection[int] = (),
     ) -> None:
         """Aligned columns: a rich table on a terminal, plain space-separated text otherwise.
 
         `styles` holds one style per row (terminal only), e.g. the colour of its state.
+        With `whole`, the cells were already fitted to the terminal: those columns are never
+        wrapped, and the others are folded, not cut, on a terminal narrower still.
         """
         if self.json_mode:
             return
         if self.console is not None:
-            table = Table(*headers, header_style="bold", box=None, pad_edge=False)
+            columns = [
+                Column(h, no_wrap=True, min_width=max([len(h), *(len(r[i]) for r in rows)]))
+                if i in whole
+                # Folded (never cut at the end) when even the fitted cells do not fit.
+                else Column(h, overflow="fold" if whole else "ellipsis")
+                for i, h in enumerate(headers)
+            ]
+            table = Table(*columns, header_style="bold", box=None, pad_edge=False)
             for i, row in enumerate(rows):
                 table.add_row(*row, style=styles[i] if i < len(styles) else None)
             self.console.print(table)
@@ -121,21 +134,27 @@ class Output:
         return STATE_STYLE.get(state, "")
 
     def summaries(self, summaries: Sequence[Summary]) -> None:
-        headers = ("ID", "STATE", "SCRIPT", "STARTED", "DURATION", "RESULT / ERROR")
-        # Shorten for a human's terminal only: piped output is for programs, keep it whole.
-        fit = shorten if self.console is not None else _whole
+        headers = ["ID", "STATE", "SCRIPT", "STARTED", "DURATION", "RESULT / ERROR"]
         rows = [
-            (
+            [
                 str(s.id),
                 s.state.name,
-                fit(s.script_uri, 50),
+                s.script_uri,
                 iso_short(s.started),
                 format_duration(s.duration()),
-                fit(s.outcome(), 60),
-            )
+                " ".join(s.outcome().split()),
+            ]
             for s in summaries
         ]
-        self.table(headers, rows, [self.state_style(s.state) for s in summaries])
+        styles = [self.state_style(s.state) for s in summaries]
+        # Fitted to a human's terminal only: piped output is for programs, kept whole.
+        if self.console is not None:
+            headers, rows = _fit(headers, rows, self.console.width)
+            # SCRIPT folds if even this is too wide: its file name is never cut off.
+            whole = [i for i, h in enumerate(headers) if h != "SCRIPT"]
+            self.table(headers, rows, styles, whole=whole)
+        else:
+            self.table(headers, rows, styles)
 
     def summary(self, s: Summary) -> None:
         """`describe`: everything about one procedure, errors with their traceback."""
@@ -198,11 +217,45 @@ class Output:
         self.line(text, style=style)
 
 
+#: Columns of `list` (by index) that give way, in this order, on a terminal too narrow for all.
+_OPTIONAL = (3, 4, 5)  # STARTED, DURATION, RESULT / ERROR
+_SCRIPT, _RESULT = 2, 5
+_MIN_RESULT = 16
+
+
+def _fit(
+    headers: list[str], rows: list[list[str]], width: int
+) -> tuple[list[str], list[list[str]]]:
+    """The `list` table cut to `width` columns: SCRIPT from its middle (its file name always
+    stays whole), RESULT at its end, and on a narrow terminal without STARTED, DURATION,
+    RESULT (in that order)."""
+
+    def widest(i: int, cells: Sequence[str] | None = None) -> int:
+        cells = [r[i] for r in rows] if cells is None else cells
+        return max([len(headers[i]), *(len(c) for c in cells)])
+
+    if not rows:
+        return headers, rows
+    # The least elide_middle makes of the scripts: `…/` and the file name.
+    shortest = max(len(elide_middle(r[_SCRIPT], 0)) for r in rows)
+    for n in range(len(_OPTIONAL) + 1):
+        keep = [i for i in range(len(headers)) if i not in _OPTIONAL[:n]]
+        gaps = 2 * (len(keep) - 1)  # rich's padding between columns
+        fixed = sum(widest(i) for i in keep if i not in (_SCRIPT, _RESULT))
+        left = width - gaps - fixed  # for SCRIPT and RESULT
+        result = min(widest(_RESULT), _MIN_RESULT) if _RESULT in keep else 0
+        budget = max(shortest, min(widest(_SCRIPT), left - result))
+        scripts = [elide_middle(r[_SCRIPT], budget) for r in rows]
+        room = left - widest(_SCRIPT, scripts)
+        if room >= result:
+            break
+    for row, script in zip(rows, scripts, strict=True):
+        row[_SCRIPT] = script
+        row[_RESULT] = shorten(row[_RESULT], max(1, room))
+    return [headers[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+
 def _call_text(function: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
     parts = [json.dumps(a, default=str) for a in args]
     parts += [f"{k}={json.dumps(v, default=str)}" for k, v in kwargs.items()]
     return f"{function}({', '.join(parts)})"
-
-
-def _whole(text: str, width: int) -> str:
-    return text

@@ -1,4 +1,5 @@
-"""Command-line values: JSON-or-string arguments, `key=value` keyword arguments, durations."""
+"""Command-line values: JSON-or-string arguments, `key=value` keyword arguments, durations,
+and shortening text (a path or URI from its middle, so its file name stays)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,46 @@ def shorten(text: str, width: int) -> str:
     """One line, at most `width` characters (an ellipsis marks the cut)."""
     line = " ".join(text.split())
     return line if len(line) <= width else line[: max(0, width - 1)] + "…"
+
+
+def elide_middle(text: str, width: int) -> str:
+    """A path or URI in at most `width` characters, cut in its middle: the file name stays.
+
+    `file:///usr/share/tango-oet/scripts/obs/field_a.py` at 28 -> `file:///usr/…/obs/field_a.py`:
+    the start (scheme, first directories) and the end (file name, then its directories) are
+    kept whole, up to `width`. The file name is kept even when that makes it wider than
+    `width` (a lost name is what this avoids); text without a `/` is shortened at its end.
+    """
+    line = " ".join(text.split())
+    if len(line) <= width:
+        return line
+    cut = line.rfind("/")
+    if cut < 0:
+        return shorten(line, width)
+    scheme, sep, _ = line.partition("://")
+    # Always kept at the start: the scheme and `://`, and the root `/` of an absolute path.
+    fixed = len(scheme) + len(sep) if sep and "/" not in scheme else 0
+    if line.startswith("/", fixed):
+        fixed += 1
+    if cut < fixed:
+        return line  # `embedded://NAME`: all of it is the name
+    head, tail = line[:fixed], line[cut:]  # tail: "/name.py"
+    if len(head) + 1 + len(tail) > width:
+        return "…" + tail  # only the name fits (or not even that: it is kept whole)
+    middle = line[fixed:cut].split("/")  # the directories in between, outermost first
+    left, right = 0, len(middle)  # middle[left:right] is what is elided
+    grew = True
+    while grew and left < right:
+        grew = False
+        # One more directory nearest the file first, then one more at the start.
+        if len(head) + 1 + len(middle[right - 1]) + 1 + len(tail) <= width:
+            right -= 1
+            tail = "/" + middle[right] + tail
+            grew = True
+        if left < right and len(head) + len(middle[left]) + 1 + 1 + len(tail) <= width:
+            head += middle[left] + "/"
+            left += 1
+            grew = True
+    if left >= right:
+        return line
+    return head + "…" + tail

@@ -9,14 +9,23 @@
    is the project's example scripts if it is not set, plus every `--scripts DIR`; `--allow-git
    PATTERN` adds to GitAllowList and `--allow-embedded` sets AllowEmbedded. It prints what each
    device allows.
-3. Start `OETScheduler <instance>` for every server instance, wait until each device answers.
-4. On Ctrl-C or SIGTERM stop what it started, by PID: the servers (which stop their
-   procedures), then the database. Nothing it started outlives it.
+3. Start `OETScheduler <instance>` for every server instance, wait until each device answers,
+   and write a copy of the Taranta dashboard whose defaults work here (<data-dir>/
+   oet-scheduler.wj: the example script's real path, the next procedure ids).
+4. On Ctrl-C, SIGTERM or SIGHUP (the terminal closing) stop what it started, by PID: the
+   servers (which stop their procedures), then the database, then whatever of their process
+   trees is still alive (forkserver, workers). Nothing it started outlives it, whatever its
+   stdout is connected to: every line also goes to its own log (<data-dir>/logs/up.log), and a
+   closed stdout (e.g. `| tee` ended by the same Ctrl-C) is dropped instead of killing `up`
+   half-way through the clean-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import errno
+import json
 import os
 import re
 import shutil
@@ -36,13 +45,90 @@ import tango
 
 from tango_oet.device.registration import ensure_property, iter_devices, load_definition, register
 from tango_oet.domain.urls import GitUrlError, check_pattern
+from tango_oet.execution import procfs
 
 DEFAULT_TANGO_HOST = "127.0.0.1:10000"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0  # a server stops its procedures (stop ladder) before it exits
+LEFTOVER_GRACE_S = 2.0  # for a stopped server's forkserver to end by itself
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "::1"}
 
 Printer = Callable[[str], None]
+#: Signals that end `up` (SIGHUP: the terminal it runs in was closed).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(RuntimeError):
+    """A stop signal arrived while `up` was still starting things."""
+
+
+class UpOutput:
+    """`up`'s printer: each line to stdout (flushed, so `| tee` shows it at once) and to a log.
+
+    A stream that went away (EPIPE: the reader of the pipe ended, e.g. `tee` killed by the
+    same Ctrl-C; EIO: the terminal closed) is pointed at /dev/null, and the lines go on to
+    the log only: `up` must live on to stop what it started. The log is appended to.
+    """
+
+    def __init__(self, log: Path, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+        self.log = log
+        self._out = out if out is not None else sys.stdout
+        self._err = err if err is not None else sys.stderr
+        self._gone: set[int] = set()  # id() of the streams that went away
+        self._log: IO[str] | None = None
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self._log = log.open("a", encoding="utf-8")
+        except OSError:
+            self._log = None  # an unwritable log must not stop the quick start
+
+    def __call__(self, line: str) -> None:
+        self._to_log(line)
+        self._to(self._out, line)
+
+    def error(self, line: str) -> None:
+        """A failure: to stderr (and the log)."""
+        self._to_log(line)
+        self._to(self._err, line)
+
+    def _to_log(self, line: str) -> None:
+        if self._log is None:
+            return
+        try:
+            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+            self._log.flush()
+        except OSError:
+            pass  # a full disk must not stop the clean-up either
+
+    def _to(self, stream: IO[str], line: str) -> None:
+        if id(stream) in self._gone:
+            return
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except ValueError:  # the stream object was closed
+            self._gone.add(id(stream))
+        except OSError as exc:  # BrokenPipeError is the EPIPE one
+            if exc.errno not in (errno.EPIPE, errno.EIO):
+                raise
+            self._gone.add(id(stream))
+            _to_devnull(stream)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _to_devnull(stream: IO[str]) -> None:
+    """Point the stream's descriptor at /dev/null: what is still buffered in it would fail
+    again at the interpreter's final flush (and print a traceback-like complaint)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def parse_tango_host(value: str) -> tuple[str, int]:
@@ -73,6 +159,111 @@ def example_scripts() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def shipped_dashboard() -> Path | None:
+    """The project's Taranta dashboard (resources/dashboards), if this is a source checkout."""
+    scripts = example_scripts()
+    candidate = scripts.parent / "dashboards" / DASHBOARD if scripts is not None else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+DASHBOARD = "oet-scheduler.wj"
+DASHBOARD_DEVICE = "oet/scheduler/1"  # the device the shipped dashboard is bound to
+_PROCEDURE_N = re.compile(r"procedure \d+")
+
+
+def localise_dashboard(
+    dashboard: dict[str, Any], device: str, script: Path, first_id: int
+) -> dict[str, Any]:
+    """A copy of the shipped dashboard whose defaults work on this quick start.
+
+    The shipped one is the container image's: Prepare runs /usr/share/tango-oet/scripts/…
+    and the other commands and the Timeline name procedures 1-3. Taranta's presets are fixed
+    text (no expression can name "the newest procedure", nor does the device take one), so
+    the copy names what is known when `up` starts: `script` (the example as ScriptRoots
+    holds it), the device, and `first_id`, the id the next Prepare gets (its lanes that one
+    and the next two).
+    """
+    result = copy.deepcopy(dashboard)
+    result["name"] = str(result["name"]).replace(DASHBOARD_DEVICE, device)
+    for widget in _widgets(result["widget"]):
+        _rebind(widget["inputs"], device)
+        inputs = widget["inputs"]
+        if widget["type"] == "LABEL":
+            inputs["text"] = str(inputs["text"]).replace(DASHBOARD_DEVICE, device)
+        elif widget["type"] == "COMMAND":
+            command = inputs["command"]["command"]
+            for preset in inputs["commandArgs"]:
+                preset["name"] = _PROCEDURE_N.sub(f"procedure {first_id}", preset["name"])
+                if command == "Prepare":
+                    request = json.loads(preset["value"])
+                    if str(request.get("script", "")).startswith("file://"):
+                        request["script"] = f"file://{script}"  # as the client sends it
+                        preset["value"] = json.dumps(request)
+                elif command in ("Start", "Stop"):
+                    request = json.loads(preset["value"])
+                    request["id"] = first_id
+                    preset["value"] = json.dumps(request)
+                elif command in ("Pause", "Resume", "Describe"):
+                    preset["value"] = str(first_id)
+        elif widget["type"] == "TIMELINE":
+            for offset, lane in enumerate(inputs["attributes"]):
+                lane["attribute"]["attribute"] = f"procedure{first_id + offset}state"
+                lane["attribute"]["label"] = f"procedure {first_id + offset}"
+    return result
+
+
+def _widgets(widgets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for widget in widgets:
+        found.append(widget)
+        found.extend(_widgets(widget.get("innerWidgets", [])))
+    return found
+
+
+def _rebind(node: Any, device: str) -> None:
+    """Every `"device": "oet/scheduler/1"` below `node` names `device` instead."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "device" and value == DASHBOARD_DEVICE:
+                node[key] = device
+            else:
+                _rebind(value, device)
+    elif isinstance(node, list):
+        for item in node:
+            _rebind(item, device)
+
+
+def write_dashboard(tango_host: str, device: str, data_dir: Path, out: Printer) -> Path | None:
+    """Write <data_dir>/oet-scheduler.wj for the running device (best effort: a failure is
+    said and `up` goes on; the dashboard is a convenience)."""
+    shipped = shipped_dashboard()
+    if shipped is None:
+        return None
+    try:
+        proxy = tango.DeviceProxy(f"tango://{tango_host}/{device}")
+        roots = [Path(str(r)) for r in proxy.get_property("ScriptRoots")["ScriptRoots"]]
+        script = next(
+            (r / "hello_world.py" for r in roots if (r / "hello_world.py").is_file()), None
+        )
+        if script is None:
+            out(f"no dashboard written: no hello_world.py under the ScriptRoots of {device}")
+            return None
+        history = json.loads(proxy.read_attribute("procedures").value or "[]")
+        first_id = max((int(p["id"]) for p in history), default=0) + 1
+        dashboard = json.loads(shipped.read_text(encoding="utf-8"))
+        path = data_dir / DASHBOARD
+        text = json.dumps(localise_dashboard(dashboard, device, script, first_id), indent=2)
+        path.write_text(text + "\n", encoding="utf-8")
+    except (tango.DevFailed, OSError, ValueError, KeyError) as exc:
+        out(f"no dashboard written: {' '.join(str(exc).split())[:200]}")
+        return None
+    out(
+        f"Taranta dashboard for {device}: {path} (Prepare runs {script}; the other commands"
+        f" and the Timeline name procedure {first_id}, the next one prepared, and after)"
+    )
+    return path
 
 
 @dataclass(frozen=True)
@@ -176,16 +367,36 @@ class Stack:
     servers: list[Started] = field(default_factory=list)
 
     def stop(self, out: Printer = print) -> None:
-        for server in reversed(self.servers):
-            _stop_process(server, out)
-        self.servers.clear()
-        if self.database is not None:
-            _stop_process(self.database, out)
-            self.database = None
+        # Their process trees, taken now: each child runs in a session of its own and workers
+        # in yet another, so neither a process group nor the parent's death reaches them.
+        trees = [_tree(s) for s in [*self.servers, *([self.database] if self.database else [])]]
+        try:
+            for server in reversed(self.servers):
+                _stop_process(server, out)
+            self.servers.clear()
+            if self.database is not None:
+                _stop_process(self.database, out)
+                self.database = None
+        finally:
+            # A server that had to be killed (or `up` cut short) leaves its forkserver and
+            # workers behind. A forkserver ends by itself once its server is gone: a moment
+            # for that (signal 0 only waits), then SIGKILL for what is left.
+            left = [p for tree in trees for p in tree]
+            _, alive = procfs.kill_verified(left, wait_s=LEFTOVER_GRACE_S, sig=0)
+            killed, _ = procfs.kill_verified(alive, wait_s=STOP_TIMEOUT_S)
+            if killed:
+                out(f"killed {len(killed)} process(es) left behind: {[p.pid for p in killed]}")
 
     def dead(self) -> list[Started]:
         started = [*self.servers, *([self.database] if self.database else [])]
         return [s for s in started if s.process.poll() is not None]
+
+
+def _tree(started: Started) -> list[procfs.ProcessId]:
+    """The live descendants of a started process (pid + start time: never a reused pid)."""
+    if started.process.poll() is not None:
+        return []
+    return [s.ident for s in procfs.descendants(started.process.pid, procfs.scan()) if s.alive]
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], log: Path) -> Started:
@@ -218,9 +429,17 @@ def _stop_process(started: Started, out: Printer) -> None:
             process.wait()
 
 
-def _wait(what: str, ready: Callable[[], bool], started: Started | None, timeout: float) -> None:
+def _wait(
+    what: str,
+    ready: Callable[[], bool],
+    started: Started | None,
+    timeout: float,
+    cancel: threading.Event | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
+        if cancel is not None and cancel.is_set():
+            raise Interrupted(f"interrupted while waiting for {what}")
         if started is not None and started.process.poll() is not None:
             raise RuntimeError(
                 f"{started.name} exited with code {started.process.returncode} before {what};"
@@ -232,7 +451,9 @@ def _wait(what: str, ready: Callable[[], bool], started: Started | None, timeout
         time.sleep(0.05)  # polling another process's start-up: nothing to block on
 
 
-def start_database(host: str, port: int, data_dir: Path) -> Started:
+def start_database(
+    host: str, port: int, data_dir: Path, cancel: threading.Event | None = None
+) -> Started:
     """PyDatabaseds on a sqlite file in data_dir, answering at host:port."""
     db_file = data_dir / "tango_database.db"
     env = {**os.environ, "PYTANGO_DATABASE_NAME": str(db_file)}
@@ -245,6 +466,7 @@ def start_database(host: str, port: int, data_dir: Path) -> Started:
             lambda: database_answers(host, port, 0.5),
             started,
             START_TIMEOUT_S,
+            cancel,
         )
     except BaseException:
         _stop_process(started, lambda _: None)
@@ -268,8 +490,12 @@ def start(
     tango_host: str | None = None,
     out: Printer = print,
     policy: Policy = Policy(),
+    cancel: threading.Event | None = None,
 ) -> Stack:
-    """Bring everything up and return at once; the caller must `stop()` the Stack."""
+    """Bring everything up and return at once; the caller must `stop()` the Stack.
+
+    If `cancel` is set meanwhile, what was started is stopped and `Interrupted` raised.
+    """
     tango_host = tango_host or os.environ.get("TANGO_HOST") or DEFAULT_TANGO_HOST
     host, port = parse_tango_host(tango_host)
     data_dir = data_dir.resolve()
@@ -283,7 +509,7 @@ def start(
             out(f"using the Tango database at {tango_host}")
         elif host in LOCAL_HOSTS:
             out(f"starting a Tango database at {tango_host} ({data_dir / 'tango_database.db'})")
-            stack.database = start_database(host, port, data_dir)
+            stack.database = start_database(host, port, data_dir, cancel)
         else:
             raise RuntimeError(f"no Tango database answers at {tango_host}")
         db = tango.Database(host, port)
@@ -310,7 +536,8 @@ def start(
             stack.servers.append(server)
             for name in names:
                 trl = f"tango://{tango_host}/{name}"
-                _wait(f"{name} answering", partial(device_answers, trl), server, START_TIMEOUT_S)
+                ready = partial(device_answers, trl)
+                _wait(f"{name} answering", ready, server, START_TIMEOUT_S, cancel)
     except BaseException:
         stack.stop(out)
         raise
@@ -329,18 +556,32 @@ def up(
     stop_event: threading.Event | None = None,
     policy: Policy = Policy(),
 ) -> int:
-    """Start everything, print where it is, run until Ctrl-C/SIGTERM, then stop everything."""
+    """Start everything, print where it is, run until Ctrl-C/SIGTERM/SIGHUP, stop everything.
+
+    Returns 0 when told to stop, 1 if a process it started died, 130 if told to stop while
+    it was still starting (what it had started is stopped all the same).
+    """
     stop = stop_event or threading.Event()
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # The handlers only set the event: the clean-up runs in the main flow, and a second
+        # Ctrl-C while it runs does not cut it short.
+        for sig in STOP_SIGNALS:
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        # Writes to a closed pipe fail with EPIPE (handled by UpOutput) instead of killing.
+        previous[signal.SIGPIPE] = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        stack = start(devices_files, data_dir, tango_host, out, policy)
+        try:
+            stack = start(devices_files, data_dir, tango_host, out, policy, cancel=stop)
+        except Interrupted as exc:
+            out(f"{exc}: stopped what was started")
+            return 130
         try:
             out(f"TANGO_HOST={stack.tango_host}")
             for name in stack.devices:
                 out(f"device {name}")
+            if stack.devices:
+                write_dashboard(stack.tango_host, stack.devices[0], data_dir.resolve(), out)
             out("ready; press Ctrl-C to stop")
             while not stop.wait(0.5):
                 dead = stack.dead()
@@ -426,10 +667,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for f in files:
             list(iter_devices(load_definition(Path(f))))  # fail early on a broken file
-        return up(files, args.data_dir, host_port, policy=policy_of(args))
-    except (RuntimeError, TimeoutError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"tango-oet up: {exc}", file=sys.stderr)
         return 1
+    out = UpOutput(args.data_dir.resolve() / "logs" / "up.log")
+    try:
+        out(f"log {out.log} (the servers' logs are beside it)")
+        return up(files, args.data_dir, host_port, out=out, policy=policy_of(args))
+    except (RuntimeError, TimeoutError, ValueError, FileNotFoundError) as exc:
+        out.error(f"tango-oet up: {exc}")
+        return 1
+    finally:
+        out.close()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ The file is a Taranta dashboard export (top-level name/version/widget/variables/
 each widget has type, x, y, width, height, inputs, id, canvas, order). Every attribute and
 command it references must exist in INTERFACE.md (version 1), listed below, and every
 predefined command argument must be a valid argin for its command.
+
+Every check runs on the shipped file (the container image's paths) and on the copy that
+`tango-oet up` writes for the quick start (quickstart.localise_dashboard: the example script's
+path as the quick start's ScriptRoots holds it, the next procedure ids), so both defaults work.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tango_oet.device import quickstart
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "resources" / "dashboards" / "oet-scheduler.wj"
@@ -53,10 +59,25 @@ STOP_KEYS = {"id", "abort"}
 Widget = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def dashboard() -> dict[str, Any]:
+QUICK_START_FIRST_ID = 7  # e.g. six procedures in the quick start's durable history already
+QUICK_START_SCRIPT = REPO / "resources" / "scripts" / "hello_world.py"
+
+
+@pytest.fixture(scope="module", params=["shipped", "quick start"])
+def dashboard(request: pytest.FixtureRequest) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return loaded
+    if request.param == "shipped":
+        return loaded
+    assert quickstart.shipped_dashboard() == DASHBOARD
+    local = quickstart.localise_dashboard(loaded, DEVICE, QUICK_START_SCRIPT, QUICK_START_FIRST_ID)
+    local["quick start"] = True  # for the checks below (not in the file `up` writes)
+    assert loaded != local
+    return local
+
+
+def first_id(dashboard: dict[str, Any]) -> int:
+    """The procedure id the presets and the first Timeline lane name."""
+    return QUICK_START_FIRST_ID if dashboard.get("quick start") else 1
 
 
 def walk(widgets: list[Widget]) -> Iterator[Widget]:
@@ -101,6 +122,7 @@ def presets(dashboard: dict[str, Any], name: str) -> list[str]:
 
 def test_is_a_taranta_dashboard_export(dashboard: dict[str, Any]) -> None:
     assert {"name", "version", "widget", "variables", "environment"} <= dashboard.keys()
+    assert dashboard.keys() - {"quick start"} <= json.loads(DASHBOARD.read_text()).keys()
     assert DEVICE in dashboard["name"]
     assert isinstance(dashboard["widget"], list) and dashboard["widget"]
     assert dashboard["variables"] == []
@@ -166,7 +188,11 @@ def test_timeline_draws_the_procedure_state_enums(dashboard: dict[str, Any]) -> 
     for ref in lanes:
         assert ref["device"] == DEVICE
         assert TIMELINE_ATTRIBUTE.fullmatch(ref["attribute"]), ref["attribute"]
-    assert "procedure1state" in {ref["attribute"] for ref in lanes}
+    first = first_id(dashboard)
+    assert [ref["attribute"] for ref in lanes] == [
+        f"procedure{first + i}state" for i in range(len(lanes))
+    ]
+    assert [ref["label"] for ref in lanes] == [f"procedure {first + i}" for i in range(len(lanes))]
 
 
 # --- predefined command arguments ----------------------------------------------------------------
@@ -197,6 +223,14 @@ def test_file_preset_names_a_script_the_image_ships(dashboard: dict[str, Any]) -
         for v in presets(dashboard, "Prepare")
         if json.loads(v)["script"].startswith("file://")
     ]
+    if dashboard.get("quick start"):
+        # The example script where the quick start's ScriptRoots has it (configure_policy).
+        examples = quickstart.example_scripts()
+        assert examples is not None and Path(path) == examples / "hello_world.py"
+        assert Path(path).is_file()
+        default = next(a for a in command_widget(dashboard, "Prepare")["inputs"]["commandArgs"])
+        assert default["isDefault"] and json.loads(default["value"])["script"] == f"file://{path}"
+        return
     shipped = "/usr/share/tango-oet/scripts/"
     assert path.startswith(shipped)
     assert (REPO / "resources" / "scripts" / path.removeprefix(shipped)).is_file()
@@ -207,7 +241,7 @@ def test_start_presets_are_valid_start_requests(dashboard: dict[str, Any]) -> No
     for value in presets(dashboard, "Start"):
         request = json.loads(value)
         assert request.keys() <= START_KEYS, request.keys()
-        assert isinstance(request["id"], int) and request["id"] > 0
+        assert request["id"] == first_id(dashboard)
         assert isinstance(request.get("function", "main"), str)
         assert isinstance(request.get("args", []), list)
         assert isinstance(request.get("kwargs", {}), dict)
@@ -221,7 +255,7 @@ def test_stop_presets_are_valid_stop_requests_and_need_confirmation(
     for value in presets(dashboard, "Stop"):
         request = json.loads(value)
         assert request.keys() <= STOP_KEYS, request.keys()
-        assert isinstance(request["id"], int) and request["id"] > 0
+        assert request["id"] == first_id(dashboard)
         abort = request.get("abort", False)
         assert isinstance(abort, bool), abort
         aborts.add(abort)
@@ -232,4 +266,6 @@ def test_stop_presets_are_valid_stop_requests_and_need_confirmation(
 @pytest.mark.parametrize("name", ["Pause", "Resume", "Describe"])
 def test_procedure_id_presets_are_positive_integers(dashboard: dict[str, Any], name: str) -> None:
     for value in presets(dashboard, name):
-        assert int(value) > 0
+        assert int(value) == first_id(dashboard)
+    for preset in command_widget(dashboard, name)["inputs"]["commandArgs"]:
+        assert preset["name"] == f"procedure {first_id(dashboard)}"

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from tango_oet.client import ProcedureState, Scheduler, StateChange
+from tango_oet.service import ScriptExecutionService, ServiceConfig
 from tests.cli.conftest import Cli
+from tests.client.conftest import trl
 from tests.client.helpers import take_until
 from tests.client.scripts import RAISES, WAIT_GATE
+from tests.device.conftest import StartDevice
 from tests.device.harness import SCRIPTS, TEST_SCRIPTS
 
 pytestmark = pytest.mark.tango
@@ -138,6 +141,32 @@ def test_device_errors_are_one_line_with_reason_and_desc(cli: Cli, device: str) 
     assert outside.code == 1
     assert "tango-oet: OET_ScriptNotAllowed: script /etc/obs.py is outside" in outside.err
     assert "Traceback" not in outside.err
+
+
+def test_a_fault_device_is_an_error_of_every_command_naming_its_status(
+    cli: Cli, start_device: StartDevice
+) -> None:
+    def broken(config: ServiceConfig) -> ScriptExecutionService:
+        raise RuntimeError("no engine today")
+
+    faulty = trl(start_device(service_factory=broken).proxy)
+    status = "The script execution engine is broken: no engine today"
+    expected = f"tango-oet: {faulty} is FAULT: {status}\n"
+    for argv in (["list"], ["describe", "1"], ["listen"], ["listen", "1"]):
+        result = cli(*argv, "--device", faulty)
+        assert result.code == 1, (argv, result)
+        assert expected in result.err, (argv, result.err)  # as `probe` says it
+        assert "no procedures" not in result.err and result.out == "", (argv, result)
+    as_json = cli("list", "--device", faulty, "--json")
+    assert as_json.code == 1
+    assert as_json.json() == {
+        "error": {"type": "DeviceFault", "reason": None, "message": expected[11:-1]}
+    }
+    # The commands that ask it to do something: the device refuses, naming its Status.
+    for argv in (["prepare", HELLO], ["run", HELLO], ["probe"]):
+        result = cli(*argv, "--device", faulty)
+        assert result.code == 1, (argv, result)
+        assert status in result.err and "Traceback" not in result.err, (argv, result.err)
 
 
 def test_usage_errors_exit_2(cli: Cli, device: str) -> None:

@@ -6,11 +6,13 @@ import io
 from datetime import timedelta
 
 import pytest
+from rich.console import Console
 
 from tango_oet.cli.commands.follow import _ProgressView
 from tango_oet.cli.render import Output
 from tango_oet.cli.values import (
     UsageError,
+    elide_middle,
     format_bytes,
     format_duration,
     parse_kwargs,
@@ -33,12 +35,12 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def _summary(pid: int, state: str) -> Summary:
+def _summary(pid: int, state: str, uri: str = "file:///s.py") -> Summary:
     return Summary.from_json(
         {
             "id": pid,
             "state": state,
-            "script": {"kind": "filesystem", "uri": "file:///s.py"},
+            "script": {"kind": "filesystem", "uri": uri},
             "history": [["RUNNING", "2025-01-01T00:00:00Z"], [state, "2025-01-01T00:01:05Z"]],
             "calls": [
                 {
@@ -131,3 +133,52 @@ def test_values() -> None:
     assert format_bytes(1_500_000) == "1.5 MB"
     assert shorten("a\nb  c", 10) == "a b c"
     assert shorten("x" * 20, 5) == "xxxx…"
+
+
+DEEP = "file:///usr/share/tango-oet/scripts/observations/2025/north/field_a.py"
+DEEPER = "file:///home/astro/obs/a/very/deep/directory/structure/here/field_b_long_name.py"
+
+
+@pytest.mark.parametrize("width", [200, 120, 100, 80, 60, 40, 30, 20])
+def test_a_terminal_list_keeps_each_script_file_name_at_any_width(width: int) -> None:
+    tty = FakeTerminal()
+    out = Output(out=tty, err=FakeTerminal())
+    out.console = Console(file=tty, width=width, color_system=None, highlight=False)
+    out.summaries([_summary(1, "COMPLETE", DEEP), _summary(12, "FAILED", DEEPER)])
+    lines = tty.getvalue().splitlines()
+    assert all(len(line.rstrip()) <= width for line in lines), lines
+    text = "".join(line.strip() for line in lines) if width <= 30 else tty.getvalue()
+    assert "field_a.py" in text and "field_b_long_name.py" in text, lines
+    if width >= 40:  # each on one line, with its id and state
+        rows = [line.split() for line in lines[1:]]
+        assert [r[:2] for r in rows] == [["1", "COMPLETE"], ["12", "FAILED"]], lines
+        assert rows[0][2].endswith("/field_a.py") and rows[1][2].endswith("/field_b_long_name.py")
+        assert rows[0][2].startswith("file:///") or rows[0][2].startswith("…/")
+    if width >= 100:
+        assert lines[0].split()[:4] == ["ID", "STATE", "SCRIPT", "STARTED"], lines
+        assert lines[1].split()[2].startswith("file:///usr/"), lines  # the start stays too
+    if width >= 200:
+        assert DEEP in lines[1] and DEEPER in lines[2], lines  # room enough: whole
+
+
+def test_an_empty_list_on_a_terminal_is_just_the_header() -> None:
+    tty = FakeTerminal()
+    out = Output(out=tty, err=FakeTerminal())
+    out.console = Console(file=tty, width=100, color_system=None)
+    out.summaries([])
+    header = "ID STATE SCRIPT STARTED DURATION RESULT / ERROR"
+    assert tty.getvalue().split() == header.split()
+
+
+def test_elide_middle_keeps_the_start_and_the_file_name() -> None:
+    uri = "file:///usr/share/tango-oet/scripts/obs/field_a.py"
+    assert elide_middle(uri, 80) == uri
+    assert elide_middle(uri, 28) == "file:///usr/…/obs/field_a.py"
+    assert elide_middle(uri, 20) == "file:///…/field_a.py"
+    assert elide_middle(uri, 5) == "…/field_a.py"  # the name stays, even wider than asked
+    for width in range(12, len(uri)):
+        short = elide_middle(uri, width)
+        assert len(short) <= width and short.endswith("/field_a.py"), (width, short)
+    assert elide_middle("/home/me/a/b/c/d/script.py", 20) == "/home/…/d/script.py"
+    assert elide_middle("embedded://a_long_embedded_name", 10) == "embedded://a_long_embedded_name"
+    assert elide_middle("no slash at all in this", 10) == "no slash …"

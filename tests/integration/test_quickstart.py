@@ -170,6 +170,14 @@ def test_up_runs_until_told_to_stop(tmp_path: Path) -> None:
     assert any(line.startswith("TANGO_HOST=127.0.0.1:") for line in lines)
     assert "device test/oet/up" in lines
     assert _descendants() <= before
+    # The dashboard copy for this quick start: its own device, the example's real path.
+    written = tmp_path / "d" / quickstart.DASHBOARD
+    assert any(line.startswith(f"Taranta dashboard for test/oet/up: {written}") for line in lines)
+    dashboard = json.loads(written.read_text())
+    text = json.dumps(dashboard)
+    assert quickstart.DASHBOARD_DEVICE not in text and "/usr/share/" not in text
+    assert f"file://{REPO / 'resources' / 'scripts' / 'hello_world.py'}" in text
+    assert '"attribute": "procedure1state"' in text  # a fresh history: the next id is 1
 
 
 def test_probe_of_a_missing_device(sqlite_db: TangoDatabase) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
 from tango_oet.cli.commands.procedures import prepare_from_args
-from tango_oet.cli.connect import connect
+from tango_oet.cli.connect import connect, fault_of
 from tango_oet.cli.render import Output
 from tango_oet.cli.values import format_duration, parse_kwargs, parse_value
 from tango_oet.client import (
@@ -37,6 +37,9 @@ EXIT_INTERRUPTED = 130
 def listen(args: argparse.Namespace, out: Output) -> int:
     """Print events as they happen: of one procedure until it ends, or of all until Ctrl-C."""
     oet = connect(args.device, args.timeout)
+    fault = fault_of(oet)
+    if fault is not None:
+        raise fault  # nothing will ever come: not a silent wait until Ctrl-C
     if args.id is not None:
         stream = oet.procedure(args.id).iter_events(output=not args.no_output)
         what = f"procedure {args.id}"

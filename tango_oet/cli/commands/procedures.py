@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tango_oet.cli.connect import connect
+from tango_oet.cli.connect import connect, fault_of
 from tango_oet.cli.render import Output
 from tango_oet.cli.values import UsageError, parse_kwargs, parse_value
-from tango_oet.client import Git, Procedure, Scheduler
+from tango_oet.client import DeviceError, Git, Procedure, Scheduler
 
 
 def add_script_options(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +142,15 @@ def resume(args: argparse.Namespace, out: Output) -> int:
 
 
 def list_(args: argparse.Namespace, out: Output) -> int:
-    summaries = connect(args.device, args.timeout).procedures()
+    oet = connect(args.device, args.timeout)
+    fault = fault_of(oet)
+    summaries = oet.procedures()
+    if fault is not None:
+        # A FAULT device is an error (exit 1, its Status named), never "no procedures"; a
+        # person still sees what it holds (in memory, e.g. when its disk is full).
+        if summaries and not out.json_mode:
+            out.summaries(summaries)
+        raise fault
     if out.json_mode:
         out.json([s.raw for s in summaries])
     elif not summaries:
@@ -153,7 +161,16 @@ def list_(args: argparse.Namespace, out: Output) -> int:
 
 
 def describe(args: argparse.Namespace, out: Output) -> int:
-    summary = Procedure(connect(args.device, args.timeout), args.id).summary()
+    oet = connect(args.device, args.timeout)
+    fault = fault_of(oet)
+    if fault is not None:
+        if not out.json_mode:  # as `list`: what it still holds, then the error
+            try:
+                out.summary(Procedure(oet, args.id).summary())
+            except DeviceError:
+                pass  # the FAULT is the error to report
+        raise fault
+    summary = Procedure(oet, args.id).summary()
     if out.json_mode:
         out.json(summary.raw)
     else:
