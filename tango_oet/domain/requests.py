@@ -76,6 +76,7 @@ class StartRequest:
     function: str = "main"
     call: ProcedureInput = ProcedureInput()
     force: bool = False
+    timeout: float | None = None  # wall-clock seconds for this call; then it is stopped, FAILED
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def _load_object(text: str, what: str) -> dict[str, Any]:
     return obj
 
 
+MAX_TIMEOUT_S = 366 * 86400.0  # a Start's `timeout`: at most a year (a float must stay exact)
 _NUL_ESCAPE = re.compile(r"\\u0000", re.IGNORECASE)
 
 
@@ -200,7 +202,7 @@ def parse_function_name(value: object) -> str:
 
 def parse_start(text: str) -> StartRequest:
     obj = _load_object(text, "request")
-    _check_keys(obj, {"id", "function", "args", "kwargs", "force"}, "")
+    _check_keys(obj, {"id", "function", "args", "kwargs", "force", "timeout"}, "")
     if "id" not in obj:
         raise InvalidRequest("id", "is required")
     force = obj.get("force", False)
@@ -211,11 +213,21 @@ def parse_start(text: str) -> StartRequest:
         kwargs=_parse_kwargs(obj.get("kwargs", {}), "kwargs"),
     )
     call.check("")
+    timeout = obj.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= MAX_TIMEOUT_S
+    ):
+        raise InvalidRequest(
+            "timeout", f"must be seconds > 0 and <= {MAX_TIMEOUT_S}, got {timeout!r}"
+        )
     return StartRequest(
         procedure_id=parse_id(obj["id"]),
         function=parse_function_name(obj.get("function", "main")),
         call=call,
         force=force,
+        timeout=None if timeout is None else float(timeout),
     )
 
 

@@ -48,6 +48,7 @@ class Trigger(enum.Enum):
     FAILED = "failed"  # the script raised, or the worker died unexpectedly
     LOST = "lost"  # the process could not be reaped after SIGKILL
     SERVER_RESTARTED = "server_restarted"  # found not final in the store by a new server
+    TIMED_OUT = "timed_out"  # a call's timeout expired and the stop it caused has ended
 
 
 S = ProcedureState
@@ -74,6 +75,7 @@ _table: dict[tuple[ProcedureState, Trigger], ProcedureState] = {
     (S.STOPPING, T.PROCESS_EXITED): S.STOPPED,
     (S.STOPPING, T.FAILED): S.STOPPED,
     (S.STOPPING, T.LOST): S.UNKNOWN,
+    (S.STOPPING, T.TIMED_OUT): S.FAILED,  # the stop a Start's `timeout` caused has ended
 }
 for _state in _ACTIVE:
     _table[(_state, T.STOP)] = S.STOPPING

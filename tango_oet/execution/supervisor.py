@@ -67,6 +67,7 @@ class Handler(Protocol):
     def on_worker_exit(self, procedure_id: int, info: ExitInfo) -> None: ...
     def on_worker_lost(self, procedure_id: int, pid: int) -> None: ...
     def on_worker_broken(self, procedure_id: int, problem: str) -> None: ...
+    def on_call_timeout(self, procedure_id: int) -> None: ...
     def after_batch(self) -> None: ...
     def on_loop_exit(self) -> None: ...
     def on_loop_failed(self, reason: str, fates: dict[int, ExitInfo | None]) -> None: ...
@@ -95,6 +96,7 @@ class _Watched:
     sentinel_open: bool = True
     writing: bool = False
     reap_at: float | None = None
+    call_deadline: float | None = None  # a Start's `timeout`, on the loop's clock
 
 
 class _Exit:
@@ -237,6 +239,12 @@ class Supervisor:
         if w is not None:
             self._begin_stop(w)
 
+    def set_call_deadline(self, procedure_id: int, seconds: float | None) -> None:
+        """Report the running call as timed out after `seconds` (None: no deadline)."""
+        w = self._by_procedure.get(procedure_id)
+        if w is not None:
+            w.call_deadline = None if seconds is None else self._clock() + seconds
+
     def kill(self, procedure_id: int) -> None:
         """SIGKILL the procedure's worker now (it failed in a way no script can tidy up)."""
         w = self._by_procedure.get(procedure_id)
@@ -326,7 +334,12 @@ class Supervisor:
             pass
 
     def _next_deadline(self) -> float | None:
-        times = [t for w in self._all.values() for t in (w.deadline, w.reap_at) if t is not None]
+        times = [
+            t
+            for w in self._all.values()
+            for t in (w.deadline, w.reap_at, w.call_deadline)
+            if t is not None
+        ]
         return min(times) if times else None
 
     def _read(self, w: _Watched) -> None:
@@ -447,6 +460,11 @@ class Supervisor:
         now = self._clock()
         d = self.deadlines
         for w in list(self._all.values()):
+            if w.call_deadline is not None and now >= w.call_deadline:
+                w.call_deadline = None
+                if w.procedure_id is not None and w.rung is _Rung.RUNNING:
+                    assert self._handler is not None
+                    self._handler.on_call_timeout(w.procedure_id)
             if w.reap_at is not None and now >= w.reap_at:
                 w.reap_at = None
                 self._on_sentinel(w)

@@ -233,7 +233,7 @@ class EngineCore:
                 f"(only public functions defined in the script can be started); "
                 f"it defines {list(proc.functions)}",
             )
-        call = PendingCall(request.function, request.call)
+        call = PendingCall(request.function, request.call, request.timeout)
         if proc.state in STARTABLE_STATES:
             self._check_capacity(proc)
             self._dispatch(proc, call)
@@ -295,6 +295,8 @@ class EngineCore:
                 args=call.call.args,
                 kwargs=call.call.kwargs,
             )
+            self._supervisor.set_call_deadline(proc.id, call.timeout)
+            proc.call_timeout = (call.function, call.timeout)
         except Exception as exc:  # e.g. arguments that cannot be pickled: only this one fails
             self._fail_hard(
                 proc,
@@ -544,6 +546,7 @@ class EngineCore:
                 self._apply(proc, Trigger.LOADED)
                 self._dispatch_pending(proc)
             case m.CallReturned(call_id=call_id, function=function, result=result):
+                self._supervisor.set_call_deadline(proc.id, None)
                 proc.finish_call(call_id, result)
                 is_main = function == "main"
                 if not self._apply(
@@ -552,6 +555,7 @@ class EngineCore:
                     self._summary_changed(proc)
                 self._dispatch_pending(proc)
             case m.ScriptFailed():
+                self._supervisor.set_call_deadline(proc.id, None)
                 self._on_script_failed(proc, msg)
             case m.UserEvent(topic=topic, payload=payload, time=t):
                 self._event_seq += 1
@@ -603,7 +607,11 @@ class EngineCore:
                 self._summary_changed(proc)
             return
         if proc.state is ProcedureState.STOPPING:
-            self._apply(proc, Trigger.PROCESS_EXITED)
+            if proc.timed_out is not None:
+                proc.error = proc.timed_out
+                self._apply(proc, Trigger.TIMED_OUT)
+            else:
+                self._apply(proc, Trigger.PROCESS_EXITED)
             return
         self._fail(
             proc,
@@ -614,6 +622,17 @@ class EngineCore:
                 signal=info.signal,
             ),
         )
+
+    def on_call_timeout(self, procedure_id: int) -> None:
+        """A Start's `timeout` expired: the stop ladder ends the call, the procedure FAILED."""
+        proc = self.procedures.get(procedure_id)
+        if proc is None or proc.state not in (ProcedureState.RUNNING, ProcedureState.PAUSED):
+            return
+        function, seconds = proc.call_timeout or ("?", None)
+        proc.timed_out = ErrorInfo(
+            "Timeout", f"call {function} did not end within its timeout of {seconds} s"
+        )
+        self._begin_stop(proc)
 
     def on_worker_lost(self, procedure_id: int, pid: int) -> None:
         proc = self.procedures.get(procedure_id)

@@ -19,6 +19,7 @@ from tango_oet.execution.launcher import WorkerProcess
 class PendingCall:
     function: str
     call: ProcedureInput
+    timeout: float | None = None  # seconds of wall clock the call may take
 
 
 @dataclass(eq=False)
@@ -46,6 +47,8 @@ class Procedure:
     cancel: threading.Event = field(default_factory=threading.Event)
     leases: list[Any] = field(default_factory=list)  # clones/environments held while in use
     checked_source: str | None = None  # a file:// script's text, read when it was checked
+    timed_out: ErrorInfo | None = None  # a call's timeout stopped it: how it ends
+    call_timeout: tuple[str, float | None] | None = None  # the running call and its timeout
 
     def __post_init__(self) -> None:
         self.history.append((self.state, utc_now()))

@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 import pytest
 
-from tango_oet.domain import CapacityExceeded, InvalidRequest
+from tango_oet.domain import CapacityExceeded, InvalidRequest, StartRequest
 from tango_oet.domain import ProcedureState as S
 from tango_oet.execution.launcher import ContextLauncher
 from tango_oet.execution.limits import WorkerLimits
+from tango_oet.service import StateChanged
 from tests.execution.conftest import Engine
 
 HOG = "def main():\n    blob = bytearray(2 << 30)\n    return len(blob)\n"
@@ -114,3 +115,35 @@ def test_worker_user_runs_scripts_as_that_account(make_engine: Callable[..., Eng
 def test_an_unknown_worker_user_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="WorkerUser 'no-such-user-here': no such account"):
         WorkerLimits(user="no-such-user-here")
+
+
+def test_a_call_past_its_timeout_is_stopped_and_the_procedure_fails_with_timeout(
+    make_engine: Callable[..., Engine],
+) -> None:
+    engine = make_engine(allow_embedded=True)
+    pid = engine.prepare_source("import time\n\ndef main():\n    time.sleep(60)\n")
+    engine.wait_state(pid, S.READY)
+    engine.service.start(StartRequest(pid, timeout=0.3))
+    summary = engine.wait_state(pid, S.FAILED, timeout=30)
+    assert summary.error is not None and summary.error.type == "Timeout", summary.error
+    assert "main did not end within its timeout of 0.3 s" in summary.error.message
+    assert [s for s, _ in summary.history][-3:] == [S.RUNNING, S.STOPPING, S.FAILED]
+
+
+def test_a_call_within_its_timeout_is_not_touched(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(allow_embedded=True)
+    pid = engine.prepare_source("def again():\n    return 1\n\ndef main():\n    return 2\n")
+    engine.wait_state(pid, S.READY)
+    engine.service.start(StartRequest(pid, "again", timeout=0.2))
+    engine.wait_event(
+        lambda e: (
+            isinstance(e, StateChanged)
+            and e.summary.id == pid
+            and e.summary.state is S.READY
+            and len(e.summary.calls) == 1
+        ),
+        "again returned, READY again",
+    )
+    engine.service.start(StartRequest(pid))  # the first call's deadline does not apply here
+    summary = engine.wait_state(pid, S.COMPLETE, timeout=10)
+    assert summary.calls[-1].result == 2 and summary.error is None

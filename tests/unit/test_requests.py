@@ -201,3 +201,15 @@ def test_a_container_containing_itself_is_refused() -> None:
     with pytest.raises(InvalidRequest) as err:
         ProcedureInput((loop,)).check("init")
     assert err.value.field == "init.args[0]"
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "1", None, 1e12])
+def test_start_timeout_must_be_positive_seconds(bad: object) -> None:
+    text = json.dumps({"id": 1, "timeout": bad}) if bad is not None else '{"id": 1, "timeout": {}}'
+    with pytest.raises(InvalidRequest, match="timeout"):
+        parse_start(text)
+
+
+def test_start_timeout_is_kept_as_seconds() -> None:
+    assert parse_start('{"id": 1, "timeout": 2}').timeout == 2.0
+    assert parse_start('{"id": 1}').timeout is None
