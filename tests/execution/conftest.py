@@ -17,6 +17,7 @@ from tango_oet.domain import (
     ProcedureSummary,
     StartRequest,
 )
+from tango_oet.execution.launcher import ContextLauncher, WorkerProcess
 from tango_oet.execution.supervisor import StopDeadlines
 from tango_oet.service import ScriptExecutionService, ServiceConfig, ServiceEvent, StateChanged
 from tests.waiting import Recorder
@@ -110,3 +111,13 @@ def make_engine() -> Iterator[Callable[..., Engine]]:
 @pytest.fixture
 def engine(make_engine: Callable[..., Engine]) -> Engine:
     return make_engine()
+
+
+@pytest.fixture
+def worker() -> Iterator[WorkerProcess]:
+    """One bare worker from the forkserver (no service), killed and reaped after the test."""
+    w = ContextLauncher("forkserver").launch()
+    yield w
+    w.kill_group()
+    w.reap(timeout=5)
+    w.close()

@@ -9,7 +9,6 @@ queued before loading, or a message sent straight to a worker).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from tango_oet.domain import InvalidRequest
 from tango_oet.domain import ProcedureState as S
 from tango_oet.execution import messages as m
-from tango_oet.execution.launcher import ContextLauncher, WorkerProcess
+from tango_oet.execution.launcher import WorkerProcess
 from tango_oet.service import UserEventPublished
 from tests.execution.conftest import Engine
 from tests.execution.test_worker_protocol import receive_until
@@ -116,15 +115,6 @@ def test_a_forced_call_queued_before_loading_never_runs_an_imported_name(
     assert summary.error.type == "AttributeError"
     assert "'system'" in summary.error.message
     assert "defined in the script" in summary.error.message
-
-
-@pytest.fixture
-def worker() -> Iterator[WorkerProcess]:
-    w = ContextLauncher("forkserver").launch()
-    yield w
-    w.kill_group()
-    w.reap(timeout=5)
-    w.close()
 
 
 def test_the_worker_lists_and_calls_only_the_functions_the_script_defines(

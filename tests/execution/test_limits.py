@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tango_oet.domain import CapacityExceeded, InvalidRequest, StartRequest
+from tango_oet.domain import CapacityExceeded, InvalidRequest, ProcedureSummary, StartRequest
 from tango_oet.domain import ProcedureState as S
 from tango_oet.execution.launcher import ContextLauncher
 from tango_oet.execution.limits import WorkerLimits
@@ -19,6 +19,14 @@ from tests.execution.conftest import Engine
 HOG = "def main():\n    blob = bytearray(2 << 30)\n    return len(blob)\n"
 SPIN = "def main():\n    while True:\n        pass\n"
 QUICK = "def main():\n    return 1\n"
+
+
+def _run(engine: Engine, source: str, *final: S) -> ProcedureSummary:
+    """Prepare `source`, call main once READY, and return the summary in one of `final`."""
+    pid = engine.prepare_source(source)
+    engine.wait_state(pid, S.READY)
+    engine.start(pid)
+    return engine.wait_state(pid, *final, timeout=30)
 
 
 def _engine(make_engine: Callable[..., Engine], limits: WorkerLimits, **config: object) -> Engine:
@@ -31,10 +39,7 @@ def test_an_allocation_beyond_worker_memory_fails_the_call_with_memory_error(
     make_engine: Callable[..., Engine],
 ) -> None:
     engine = _engine(make_engine, WorkerLimits(memory_mb=512))
-    pid = engine.prepare_source(HOG)
-    engine.wait_state(pid, S.READY)
-    engine.start(pid)
-    summary = engine.wait_state(pid, S.FAILED, timeout=30)
+    summary = _run(engine, HOG, S.FAILED)
     assert summary.error is not None and summary.error.type == "MemoryError"
 
 
@@ -42,10 +47,7 @@ def test_cpu_time_beyond_the_limit_fails_the_call_saying_so(
     make_engine: Callable[..., Engine],
 ) -> None:
     engine = _engine(make_engine, WorkerLimits(cpu_seconds=1))
-    pid = engine.prepare_source(SPIN)
-    engine.wait_state(pid, S.READY)
-    engine.start(pid)
-    summary = engine.wait_state(pid, S.FAILED, S.UNKNOWN, timeout=30)
+    summary = _run(engine, SPIN, S.FAILED, S.UNKNOWN)
     assert summary.error is not None and summary.error.type == "CpuTimeExceeded", summary.error
     assert "WorkerCpuSeconds" in summary.error.message
 
@@ -90,26 +92,21 @@ def test_a_result_or_event_larger_than_max_result_bytes_fails_the_call(
     make_engine: Callable[..., Engine], source: str
 ) -> None:
     engine = _engine(make_engine, WorkerLimits(max_result_bytes=1000))
-    pid = engine.prepare_source(source)
-    engine.wait_state(pid, S.READY)
-    engine.start(pid)
-    summary = engine.wait_state(pid, S.FAILED, timeout=30)
+    summary = _run(engine, source, S.FAILED)
     assert summary.error is not None and summary.error.type == "ResultTooLarge", summary.error
     assert "MaxResultBytes=1000" in summary.error.message
-    small = engine.prepare_source("def main():\n    return 'x' * 500\n")
-    engine.wait_state(small, S.READY)
-    engine.start(small)
-    assert engine.wait_state(small, S.COMPLETE).calls[-1].result == "x" * 500
+    small = _run(engine, "def main():\n    return 'x' * 500\n", S.COMPLETE)
+    assert small.calls[-1].result == "x" * 500
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root server can run workers as another user")
 def test_worker_user_runs_scripts_as_that_account(make_engine: Callable[..., Engine]) -> None:
     nobody = pwd.getpwnam("nobody")
     engine = _engine(make_engine, WorkerLimits(user="nobody"))
-    pid = engine.prepare_source("import os\n\ndef main():\n    return [os.getuid(), os.getgid()]\n")
-    engine.wait_state(pid, S.READY)
-    engine.start(pid)
-    assert engine.wait_state(pid, S.COMPLETE).calls[-1].result == [nobody.pw_uid, nobody.pw_gid]
+    summary = _run(
+        engine, "import os\n\ndef main():\n    return [os.getuid(), os.getgid()]\n", S.COMPLETE
+    )
+    assert summary.calls[-1].result == [nobody.pw_uid, nobody.pw_gid]
 
 
 def test_an_unknown_worker_user_is_refused_naming_it() -> None:

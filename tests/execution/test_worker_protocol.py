@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tango_oet.execution import messages as m
-from tango_oet.execution.launcher import ContextLauncher, WorkerProcess
+from tango_oet.execution.launcher import WorkerProcess
 from tango_oet.execution.messages import decode_worker
-
-
-@pytest.fixture
-def worker() -> Iterator[WorkerProcess]:
-    w = ContextLauncher("forkserver").launch()
-    yield w
-    w.kill_group()
-    w.reap(timeout=5)
-    w.close()
 
 
 def receive_until(worker: WorkerProcess, kind: type) -> list[object]:
