@@ -403,12 +403,12 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
         next change waits for them; not while the server starts (no such thread then).
         """
         name = change.name
+        spec = next(s for s in PROCEDURE_ATTRIBUTES if s.kind == change.kind)
         with tango.AutoTangoMonitor(self):
             if watched:
                 self._interface.begin_change()
             try:
                 if change.add:
-                    spec = next(s for s in PROCEDURE_ATTRIBUTES if s.kind == change.kind)
                     attr = spec.build(change.procedure_id)
                     self.add_attribute(attr, self._read_procedure_attribute)
                     self._configure_events(name, spec.archive)
@@ -429,7 +429,7 @@ class OETScheduler(Device):  # type: ignore[misc]  # tango has no type stubs
                 # cppTango raises after the change when its interface thread is late.
                 log.warning("%s %s, with an error: %s", "+" if change.add else "-", name, exc)
                 if change.add:
-                    self._configure_events(name, change.kind == "State")
+                    self._configure_events(name, spec.archive)
         self._structure.done(change)
 
     def _configure_events(self, name: str, archive: bool) -> None:
